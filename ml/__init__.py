@@ -1,0 +1,1 @@
+"""Text classification with CI/CD/CT on GitHub Actions and Ray."""

@@ -1,0 +1,9 @@
+"""The errors a user can fix; the CLI turns them into a message and a non-zero exit."""
+
+from __future__ import annotations
+
+from ml.config import ConfigError
+from ml.data.ingest import IngestError
+from ml.data.split import SplitError
+
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, IngestError, SplitError, FileNotFoundError)

