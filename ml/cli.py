@@ -110,7 +110,9 @@ def data_validate() -> None:
     typer.secho(f"data validation failed: {len(report.problems)} problem(s)", fg=typer.colors.RED)
     for problem in report.problems:
         examples = f" e.g. {problem.examples}" if problem.examples else ""
-        typer.echo(f"  [{problem.check}] {problem.file}: {problem.message} ({problem.rows} rows){examples}")
+        typer.echo(
+            f"  [{problem.check}] {problem.file}: {problem.message} ({problem.rows} rows){examples}"
+        )
     typer.echo(f"full report: {cfg.validate_.report}")
     raise typer.Exit(1)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -76,6 +76,47 @@ class RaySettings(_Section):
     storage_path: str = "ray_results"
 
 
+class SliceSettings(_Section):
+    """One slice of the holdout, chosen by a named slicing function in ml/evaluate/slices.py."""
+
+    name: str = Field(min_length=1)
+    function: Literal["short_text", "long_text", "keywords"]
+    words: int | None = Field(None, ge=1, description="word-count threshold (short/long_text)")
+    keywords: list[str] = Field(default_factory=list, description="any of these (keywords)")
+
+    @model_validator(mode="after")
+    def _arguments_present(self) -> SliceSettings:
+        if self.function in ("short_text", "long_text") and self.words is None:
+            raise ValueError(f"slice {self.name!r}: {self.function} needs `words`")
+        if self.function == "keywords" and not self.keywords:
+            raise ValueError(f"slice {self.name!r}: keywords needs a non-empty `keywords` list")
+        return self
+
+
+class EvaluateSettings(_Section):
+    metrics: str = "reports/metrics.json"
+    detail_dir: str = "reports/eval"
+    ece_bins: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    behavioural_file: str = "ml/evaluate/behavioural.yaml"
+    slices: list[SliceSettings] = Field(default_factory=list)
+
+
+class GateSettings(_Section):
+    f1_tolerance: float = Field(0.01, ge=0, le=1)
+    max_class_f1_drop: float = Field(0.05, ge=0, le=1)
+    min_behavioural_pass_rate: float = Field(1.0, ge=0, le=1)
+    floors: dict[str, float] = Field(
+        default_factory=lambda: {"accuracy": 0.8, "f1_weighted": 0.8, "f1_macro": 0.7}
+    )
+    report: str = "reports/gate.json"
+
+
+class ReportSettings(_Section):
+    pr_comment: str = "reports/pr_comment.md"
+    base_rev: str = "main"
+
+
 class Settings(BaseModel):
     """Everything the pipeline reads. Sections added by later stages keep their own defaults."""
 
@@ -86,12 +127,15 @@ class Settings(BaseModel):
     split: SplitSettings = Field(default_factory=SplitSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
 
     root: Path = Field(default=Path("."), exclude=True)
     provenance: dict[str, str] = Field(default_factory=dict, exclude=True)
 
     def path(self, relative: str | Path) -> Path:
-        """A project path (from params) resolved against the folder that holds params.yaml."""
+        """A project path (from params) resolved against the project root (the working folder)."""
         p = Path(relative)
         return p if p.is_absolute() else self.root / p
 
@@ -152,7 +196,9 @@ def load_settings(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid settings in {path}: {problems}") from exc
-    settings.root = path.resolve().parent
+    # Paths resolve against the working folder (where dvc.yaml runs stages), not the params
+    # file's folder, so an alternative params file under configs/ writes to the same places.
+    settings.root = Path.cwd()
     for dotted in _flatten(settings.as_dict()):
         provenance.setdefault(dotted, "default")
     settings.provenance = provenance

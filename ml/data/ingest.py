@@ -38,9 +38,11 @@ def _is_url(location: str) -> bool:
 def _fetch(origin: str, destination: Path) -> None:
     if _is_url(origin):
         try:
-            with urllib.request.urlopen(origin, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                with destination.open("wb") as out:
-                    shutil.copyfileobj(response, out)
+            with (
+                urllib.request.urlopen(origin, timeout=DOWNLOAD_TIMEOUT_S) as response,
+                destination.open("wb") as out,
+            ):
+                shutil.copyfileobj(response, out)
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             raise IngestError(
                 f"could not download {origin}: {exc}. If this machine is offline, set "

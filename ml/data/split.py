@@ -75,7 +75,9 @@ def split(settings: Settings) -> SplitResult:
     columns = [data.id_column, *data.text_columns, data.label_column]
     full = _read(train_path)[columns]
     holdout = _read(raw_dir / data.holdout_file)[columns]
-    train, val = stratified_split(full, data.label_column, settings.split.val_fraction, settings.split.seed)
+    train, val = stratified_split(
+        full, data.label_column, settings.split.val_fraction, settings.split.seed
+    )
 
     out_dir = settings.path(data.splits_dir)
     for name, frame in zip(SPLIT_FILES, (train, val, holdout), strict=True):

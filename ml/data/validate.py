@@ -150,12 +150,20 @@ def _schema_problems(frame: pd.DataFrame, name: str, data: DataSettings, labels:
             )
         elif check.startswith("coerce_dtype"):
             problems.append(
-                Problem("invalid_id", name, f"{column!r} must hold integers", len(group), _examples(failing))
+                Problem(
+                    "invalid_id",
+                    name,
+                    f"{column!r} must hold integers",
+                    len(group),
+                    _examples(failing),
+                )
             )
         elif check == "not_nullable":
             kind = "missing_id" if column == data.id_column else "missing_label"
             problems.append(
-                Problem(kind, name, f"empty {column!r} cells", len(group), _examples(group["index"]))
+                Problem(
+                    kind, name, f"empty {column!r} cells", len(group), _examples(group["index"])
+                )
             )
         elif check == "field_uniqueness":
             problems.append(
@@ -181,7 +189,9 @@ def _schema_problems(frame: pd.DataFrame, name: str, data: DataSettings, labels:
         elif check.startswith("dtype"):
             continue  # text read as str cannot mismatch; a coerce failure is reported above
         else:
-            problems.append(Problem(check, name, f"{column}: {check}", len(group), _examples(failing)))
+            problems.append(
+                Problem(check, name, f"{column}: {check}", len(group), _examples(failing))
+            )
     return problems
 
 
@@ -198,9 +208,11 @@ def _content_problems(
             problems.append(Problem(kind, name, message, int(mask.sum()), _examples(ids[mask])))
 
     bad_chars = text_cells.apply(
-        lambda col: col.str.contains("\ufffd", regex=False)
-        | col.str.contains(_MOJIBAKE)
-        | col.str.contains(_CONTROL)
+        lambda col: (
+            col.str.contains("\ufffd", regex=False)
+            | col.str.contains(_MOJIBAKE)
+            | col.str.contains(_CONTROL)
+        )
     ).any(axis=1)
     add(
         "bad_encoding",
@@ -292,7 +304,7 @@ def validate_frames(
         problems += _schema_problems(frame, name, data, known)
         if any(column not in frame.columns for column in required):
             continue  # content checks need every required column
-        problems += _content_problems(frame, name, data, ValidateSettings.model_validate(limits))
+        problems += _content_problems(frame, name, data, limits)
         counts[name] = {
             str(k): int(v) for k, v in frame[data.label_column].value_counts().sort_index().items()
         }
@@ -305,7 +317,7 @@ def validate_frames(
                 Problem(
                     "too_few_examples",
                     "train",
-                    f"classes with fewer than {limits.min_examples_per_class} training rows: {weak}",
+                    f"classes below {limits.min_examples_per_class} training rows: {weak}",
                     sum(weak.values()),
                     _examples(sorted(weak)),
                 )
@@ -313,40 +325,55 @@ def validate_frames(
         absent = [label for label in declared if label not in train_counts]
         if absent:
             problems.append(
-                Problem("missing_class", "train", f"declared labels with no rows: {absent}", 0, absent)
+                Problem(
+                    "missing_class", "train", f"declared labels with no rows: {absent}", 0, absent
+                )
             )
     if "train" in counts and "holdout" in counts:
         problems += _leakage_problems(usable["train"], usable["holdout"], data)
     return problems, labels, counts
 
 
+def validate_bytes(
+    train: bytes | None, holdout: bytes | None, data: DataSettings, limits: ValidateSettings
+) -> tuple[list[Problem], list[str], dict[str, dict[str, int]], dict[str, int]]:
+    """Parse and check raw file contents (None: file absent).
+
+    Returns (problems, label set, class counts per file, row counts per file)."""
+    problems: list[Problem] = []
+    frames: dict[str, pd.DataFrame | None] = {}
+    for name, raw in (("train", train), ("holdout", holdout)):
+        if raw is None:
+            problems.append(
+                Problem("missing_file", name, "file not found; run `ml data ingest`", 0)
+            )
+            frames[name] = None
+            continue
+        frames[name], read_problems = read_csv_checked(raw, name)
+        problems += read_problems
+    content, labels, counts = validate_frames(frames["train"], frames["holdout"], data, limits)
+    rows = {name: (0 if frame is None else len(frame)) for name, frame in frames.items()}
+    return problems + content, labels, counts, rows
+
+
 def validate(settings: Settings) -> ValidationReport:
     """Validate data/raw/{train,holdout} and write the report (always, pass or fail)."""
     data = settings.data
     raw_dir = settings.path(data.raw_dir)
-    frames: dict[str, pd.DataFrame | None] = {}
-    files: dict[str, dict[str, Any]] = {}
-    problems: list[Problem] = []
-    for name, filename in (("train", data.train_file), ("holdout", data.holdout_file)):
-        path = raw_dir / filename
-        if not path.is_file():
-            problems.append(
-                Problem("missing_file", name, f"{path} not found; run `ml data ingest` first", 0)
-            )
-            frames[name] = None
-            continue
-        frame, read_problems = read_csv_checked(path.read_bytes(), name)
-        frames[name] = frame
-        problems += read_problems
-        files[name] = {
-            "path": str(Path(data.raw_dir) / filename),
-            "sha256": sha256_file(path),
-            "rows": 0 if frame is None else len(frame),
-        }
-    content, labels, counts = validate_frames(
-        frames["train"], frames["holdout"], data, settings.validate_
+    paths = {"train": raw_dir / data.train_file, "holdout": raw_dir / data.holdout_file}
+    contents = {name: (p.read_bytes() if p.is_file() else None) for name, p in paths.items()}
+    problems, labels, counts, rows = validate_bytes(
+        contents["train"], contents["holdout"], data, settings.validate_
     )
-    problems += content
+    files = {
+        name: {
+            "path": str(Path(data.raw_dir) / path.name),
+            "sha256": sha256_file(path),
+            "rows": rows[name],
+        }
+        for name, path in paths.items()
+        if contents[name] is not None
+    }
     report = ValidationReport(not problems, labels, files, counts, problems)
     write_json(settings.path(settings.validate_.report), report.to_dict())
     return report
