@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 PARAMS_ENV = "ML_PARAMS"
 DEFAULT_PARAMS_FILE = "params.yaml"
@@ -45,6 +53,14 @@ class DataSettings(_Section):
     raw_dir: str = "data/raw"
     splits_dir: str = "data/splits"
 
+    @field_validator("sha256", "labels", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any, info: ValidationInfo) -> Any:
+        # A YAML key with nothing under it reads as None: treat it as "none declared".
+        if value is None:
+            return {} if info.field_name == "sha256" else []
+        return value
+
     @model_validator(mode="after")
     def _columns_distinct(self) -> DataSettings:
         columns = [self.id_column, self.label_column, *self.text_columns]
@@ -74,6 +90,57 @@ class MlflowSettings(_Section):
 class RaySettings(_Section):
     address: str | None = None
     storage_path: str = "ray_results"
+
+
+class ModelSettings(_Section):
+    """What is trained: the base encoder, its head, and where the trained model dir goes."""
+
+    base: str = Field(
+        "all-minilm-l6-v2",
+        description="'all-minilm-l6-v2' (packaged, offline), a Hugging Face id, or a local folder",
+    )
+    dropout: float = Field(0.1, ge=0, lt=1)
+    max_length: int = Field(64, ge=8, le=512)
+    dir: str = "models/model"
+
+
+class TrainSettings(_Section):
+    """How it is trained: optimisation, early stopping, and the Ray Train scaling/fault config."""
+
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=1, description="global batch, split across workers")
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_fraction: float = Field(0.1, gt=0, lt=1)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    grad_clip: float = Field(1.0, ge=0)
+    seed: int = 42
+    early_stopping_patience: int = Field(3, ge=0, description="0 disables early stopping")
+    early_stopping_min_delta: float = Field(0.0, ge=0)
+    metric: str = "val_f1"
+    num_workers: int = Field(2, ge=1)
+    cpus_per_worker: float = Field(1, gt=0)
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] = Field(default_factory=dict)
+    max_failures: int = Field(2, ge=-1)
+    checkpoints_to_keep: int = Field(2, ge=1)
+    report: str = "reports/train.json"
+
+
+class TuneSettings(_Section):
+    """Ray Tune search (ASHA) over the model/train params; the best one is written to output."""
+
+    num_samples: int = Field(8, ge=1)
+    max_concurrent_trials: int = Field(1, ge=1)
+    num_workers: int = Field(1, ge=1, description="Ray Train workers per trial")
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: int = Field(2, ge=2)
+    lr: list[float] = Field(default_factory=lambda: [5e-5, 5e-4], min_length=2, max_length=2)
+    batch_size: list[int] = Field(default_factory=lambda: [16, 32], min_length=1)
+    epochs: list[int] = Field(default_factory=lambda: [4, 8], min_length=1)
+    dropout: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.2], min_length=1)
+    max_length: list[int] = Field(default_factory=lambda: [48, 64], min_length=1)
+    output: str = "reports/tune/best_params.yaml"
 
 
 class SliceSettings(_Section):
@@ -111,6 +178,14 @@ class GateSettings(_Section):
     )
     report: str = "reports/gate.json"
 
+    @model_validator(mode="after")
+    def _floors_are_known_metrics(self) -> GateSettings:
+        known = {f"{m}_{a}" for m in ("f1", "precision", "recall") for a in ("weighted", "macro")}
+        unknown = sorted(set(self.floors) - known - {"accuracy"})
+        if unknown:
+            raise ValueError(f"gate.floors: unknown metric(s) {unknown}; use {sorted(known)}")
+        return self
+
 
 class ReportSettings(_Section):
     pr_comment: str = "reports/pr_comment.md"
@@ -127,6 +202,9 @@ class Settings(BaseModel):
     split: SplitSettings = Field(default_factory=SplitSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    tune: TuneSettings = Field(default_factory=TuneSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)

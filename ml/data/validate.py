@@ -100,6 +100,21 @@ def read_csv_checked(raw: bytes, name: str) -> tuple[pd.DataFrame | None, list[P
                 [raw[max(0, exc.start - 20) : exc.start + 20].decode("utf-8", "replace")],
             )
         )
+    control = _CONTROL.findall(text)
+    if control:
+        lines = sorted({text.count("\n", 0, m.start()) + 1 for m in _CONTROL.finditer(text)})
+        problems.append(
+            Problem(
+                "bad_encoding",
+                name,
+                f"control characters {sorted(set(map(repr, control)))} in the file (line numbers "
+                "shown); remove them",
+                len(lines),
+                lines[:MAX_EXAMPLES],
+            )
+        )
+        # Parsers stop at NUL bytes; blank the characters so the remaining checks still run.
+        text = _CONTROL.sub(" ", text)
     if not text.strip():
         return None, [*problems, Problem("empty_file", name, "the file is empty", 0)]
     try:

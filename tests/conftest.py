@@ -1,0 +1,69 @@
+"""Fixtures shared by every test: the shared datasets, a throwaway project folder, the CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BIN_DIR = Path(sys.executable).parent
+
+# Tests must never reach the network or a user's real tracking server / cluster.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+for _var in ("ML_PARAMS", "MLFLOW_TRACKING_URI", "RAY_ADDRESS", "ML_DATA_MIRROR"):
+    os.environ.pop(_var, None)
+
+
+def shared_data_dir() -> Path:
+    """The datasets beside the checkout (../shared/data), or $ML_SHARED_DATA."""
+    return Path(os.environ.get("ML_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not (path / "madewithml" / "dataset.csv").is_file():
+        pytest.fail(
+            f"shared datasets not found at {path}: clone with ../shared beside the repo "
+            "or set ML_SHARED_DATA"
+        )
+    return path
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def run_ml(
+    args: Sequence[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed `ml` console script as a user would."""
+    return subprocess.run(
+        [str(BIN_DIR / "ml"), *args],
+        cwd=cwd,
+        env=env or cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A fresh project folder holding the repo's params.yaml and configs (no data yet)."""
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(REPO_ROOT / "params.yaml", root / "params.yaml")
+    shutil.copytree(REPO_ROOT / "configs", root / "configs")
+    return root
