@@ -1,0 +1,1 @@
+"""Evaluation: metrics, slices, calibration and behavioural checks on the holdout."""
