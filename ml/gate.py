@@ -1,0 +1,265 @@
+"""The promotion gate: may the challenger replace the champion?
+
+`decide` is pure (two evaluations and thresholds in, a decision with reasons out) so its rules are
+property-tested. `gate` is the stage: it loads the challenger and the champion from the registry,
+evaluates both on the same holdout with the same code, decides, writes reports/gate.json and
+records the decision on the challenger's version (promote reads it).
+
+Rules: data validation passed; behavioural checks pass (at the configured rate; skipped checks,
+e.g. for another label set, do not fail); and then either
+  - with a champion: challenger weighted F1 >= champion weighted F1 - f1_tolerance, and no
+    class's F1 drops by more than max_class_f1_drop;
+  - without one: every configured floor is reached.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ml.config import GateSettings, Settings
+from ml.io import write_json
+
+# Float noise must not turn "exactly at the tolerance" into a failure.
+EPSILON = 1e-9
+
+
+class GateError(RuntimeError):
+    """The gate cannot be evaluated (no challenger, no holdout, unreadable report)."""
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class Decision:
+    passed: bool
+    mode: str  # "compare" (against the champion) or "floors" (no champion yet)
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why it failed (every failing check), or why it passed."""
+        failing = [c.detail for c in self.checks if not c.passed]
+        return failing or [c.detail for c in self.checks]
+
+    def summary(self) -> str:
+        verdict = "passed" if self.passed else "failed"
+        return f"{verdict}: " + "; ".join(self.reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "mode": self.mode,
+            "reasons": self.reasons,
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+def decide(
+    challenger: dict[str, Any],
+    champion: dict[str, Any] | None,
+    data_validation_passed: bool,
+    config: GateSettings,
+) -> Decision:
+    """Decide from two evaluations ({"overall", "per_class", "behavioural"} as written by
+    `evaluate_predictor`); `champion` None means there is no production model yet."""
+    checks = [
+        Check(
+            "data_validation",
+            bool(data_validation_passed),
+            "data validation passed" if data_validation_passed else "data validation failed",
+        ),
+        _behavioural_check(challenger.get("behavioural") or {}, config),
+    ]
+    if champion is None:
+        mode = "floors"
+        for metric, floor in config.floors.items():
+            value = float(challenger["overall"][metric])
+            ok = value + EPSILON >= floor
+            sign = ">=" if ok else "<"
+            checks.append(
+                Check(f"floor.{metric}", ok, f"{metric} {value:.4f} {sign} floor {floor}")
+            )
+    else:
+        mode = "compare"
+        new = float(challenger["overall"]["f1_weighted"])
+        old = float(champion["overall"]["f1_weighted"])
+        ok = old - new <= config.f1_tolerance + EPSILON
+        checks.append(
+            Check(
+                "f1_weighted",
+                ok,
+                f"weighted F1 {new:.4f} vs champion {old:.4f} (Δ {new - old:+.4f}, "
+                f"tolerance {config.f1_tolerance})",
+            )
+        )
+        drops = []
+        for label, row in challenger["per_class"].items():
+            before = champion["per_class"].get(label)
+            if before is None:
+                continue  # a class the champion never scored: nothing to regress from
+            drop = float(before["f1"]) - float(row["f1"])
+            if drop > config.max_class_f1_drop + EPSILON:
+                drops.append(f"{label} {float(before['f1']):.4f} -> {float(row['f1']):.4f}")
+        checks.append(
+            Check(
+                "class_f1",
+                not drops,
+                (
+                    f"class F1 dropped more than {config.max_class_f1_drop}: " + ", ".join(drops)
+                    if drops
+                    else f"no class F1 dropped more than {config.max_class_f1_drop}"
+                ),
+            )
+        )
+    return Decision(all(c.passed for c in checks), mode, checks)
+
+
+def _behavioural_check(result: dict[str, Any], config: GateSettings) -> Check:
+    status = result.get("status", "skipped")
+    if status == "skipped":
+        return Check("behavioural", True, f"behavioural checks skipped: {result.get('reason', '')}")
+    rate = result.get("pass_rate")
+    rate = 0.0 if rate is None else float(rate)
+    ok = rate + EPSILON >= config.min_behavioural_pass_rate
+    return Check(
+        "behavioural",
+        ok,
+        f"behavioural checks {result.get('passed', 0)}/"
+        f"{result.get('passed', 0) + result.get('failed', 0)} passed "
+        f"(need {config.min_behavioural_pass_rate:.0%})",
+    )
+
+
+def data_validation_status(settings: Settings) -> tuple[bool, dict[str, Any]]:
+    path = settings.path(settings.validate_.report)
+    if not path.is_file():
+        return False, {"passed": False, "problems": [], "missing": str(path)}
+    report = json.loads(path.read_text())
+    return bool(report.get("passed")), report
+
+
+def _headline(evaluation: dict[str, Any]) -> dict[str, Any]:
+    keep = ("overall", "per_class", "confusion_matrix", "slices", "behavioural", "model_labels")
+    return {k: evaluation[k] for k in keep if k in evaluation}
+
+
+@dataclass(frozen=True)
+class GateResult:
+    decision: Decision
+    challenger_version: str | None
+    champion_version: str | None
+    report_path: Path
+
+
+def gate(
+    settings: Settings, challenger: str | None = None, champion: str | None = None
+) -> GateResult:
+    """Evaluate challenger and champion on the holdout, decide, write the report, tag the version.
+
+    `challenger`/`champion` are registry version numbers; by default the `challenger` and
+    `champion` aliases. No champion alias means the floors apply.
+    """
+    from ml.evaluate.evaluate import (
+        behavioural_spec,
+        evaluate_predictor,
+        load_registry_model,
+        read_holdout,
+    )
+    from ml.registry import (
+        CHALLENGER,
+        CHAMPION,
+        RegistryError,
+        alias_version,
+        client,
+        get_version,
+        record_gate,
+    )
+
+    registry = client(settings)
+    name = settings.mlflow.registered_model
+    try:
+        if challenger is None:
+            found = alias_version(registry, name, CHALLENGER)
+            if found is None:
+                raise GateError(f"{name} has no {CHALLENGER}; run `ml registry register` first")
+        else:
+            found = get_version(registry, name, challenger)
+        challenger_mv = found
+        champion_mv = (
+            alias_version(registry, name, CHAMPION)
+            if champion is None
+            else get_version(registry, name, champion)
+        )
+    except RegistryError as exc:
+        raise GateError(str(exc)) from exc
+    challenger_version = str(challenger_mv.version)
+    champion_version = str(champion_mv.version) if champion_mv else None
+
+    holdout = read_holdout(settings)
+    cases = behavioural_spec(settings)
+    evaluations: dict[str, dict[str, Any]] = {}
+    for role, version in (("challenger", challenger_version), ("champion", champion_version)):
+        if version is None:
+            continue
+        predictor = load_registry_model(f"models:/{name}/{version}")
+        evaluation, _ = evaluate_predictor(predictor, holdout, settings, cases)
+        evaluations[role] = evaluation
+
+    validation_passed, validation = data_validation_status(settings)
+    decision = decide(
+        evaluations["challenger"], evaluations.get("champion"), validation_passed, settings.gate
+    )
+    from ml.registry import utc_now
+
+    def describe(mv: Any) -> dict[str, Any] | None:
+        if mv is None:
+            return None
+        return {
+            "version": str(mv.version),
+            "model_uri": f"models:/{name}/{mv.version}",
+            "run_id": mv.run_id,
+            "aliases": list(mv.aliases or []),
+            "git_sha": (mv.tags or {}).get("git_sha", ""),
+        }
+
+    report = {
+        "verdict": "pass" if decision.passed else "fail",
+        **decision.to_dict(),
+        "decided_at": utc_now(),
+        "registered_model": name,
+        "thresholds": settings.gate.model_dump(exclude={"report"}),
+        "challenger": {**(describe(challenger_mv) or {}), **_headline(evaluations["challenger"])},
+        "champion": (
+            {**(describe(champion_mv) or {}), **_headline(evaluations["champion"])}
+            if champion_mv
+            else None
+        ),
+        "data_validation": {
+            "passed": validation_passed,
+            "problems": len(validation.get("problems", [])),
+        },
+        "holdout_rows": len(holdout),
+    }
+    report_path = settings.path(settings.gate.report)
+    write_json(report_path, report)
+    if challenger_version != champion_version:
+        record_gate(
+            settings, challenger_version, decision.passed, champion_version, decision.summary()
+        )
+    return GateResult(decision, challenger_version, champion_version, report_path)
+
+
+def check_report(settings: Settings) -> dict[str, Any]:
+    """Read the gate decision already written (for a workflow's final pass/fail step)."""
+    path = settings.path(settings.gate.report)
+    if not path.is_file():
+        raise GateError(f"{path} not found; run `ml gate` first")
+    return json.loads(path.read_text())
