@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help setup quickstart pipeline test lint benchmarks docs clean
+.PHONY: help setup quickstart pipeline test test-unit lint benchmarks docs clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ pipeline: setup  ## run the pipeline (dvc repro) on the embedded defaults
 test: setup  ## lint, then every test (the command CI runs)
 	pre-commit run --all-files --show-diff-on-failure
 	pytest
+
+test-unit: setup  ## unit and property tests only (no clusters, servers or shared datasets)
+	pytest -m "not integration"
 
 lint: setup  ## pre-commit hooks only
 	pre-commit run --all-files

@@ -22,6 +22,18 @@ for _var in ("ML_PARAMS", "MLFLOW_TRACKING_URI", "RAY_ADDRESS", "ML_DATA_MIRROR"
     os.environ.pop(_var, None)
 
 
+# Fixtures that need something beyond the package itself: a test using one is an integration
+# test (`make test-unit` deselects them; `make test`, which CI runs, includes them).
+INTEGRATION_FIXTURES = {"shared_data", "project"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        needs_more = INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if needs_more or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.integration)
+
+
 def shared_data_dir() -> Path:
     """The datasets beside the checkout (../shared/data), or $ML_SHARED_DATA."""
     return Path(os.environ.get("ML_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
