@@ -29,6 +29,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "ML_DATA_MIRROR": "data.mirror",
     "MLFLOW_TRACKING_URI": "mlflow.tracking_uri",
     "RAY_ADDRESS": "ray.address",
+    "ML_PREDICTION_LOG_DIR": "serve.prediction_log_dir",
 }
 
 
@@ -192,6 +193,45 @@ class ReportSettings(_Section):
     base_rev: str = "main"
 
 
+class ServeSettings(_Section):
+    """Ray Serve endpoint: model, HTTP, batching/scaling, input limits, auth, prediction log."""
+
+    model_uri: str | None = Field(
+        None, description="MLflow model URI or local model dir; default models:/NAME@champion"
+    )
+    app_name: str = "tag-classifier"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    route_prefix: str = "/"
+    num_replicas: int = Field(1, ge=1, description="fixed replica count (without autoscaling)")
+    autoscaling: dict[str, Any] | None = Field(
+        None, description="Serve autoscaling_config (min_replicas, max_replicas, ...); wins"
+    )
+    num_cpus_per_replica: float = Field(1, gt=0)
+    num_gpus_per_replica: float = Field(0, ge=0)
+    torch_threads: int = Field(0, ge=0, description="0: the replica's CPU count")
+    max_ongoing_requests: int = Field(64, ge=1)
+    max_batch_size: int = Field(32, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    inference_batch_size: int = Field(16, ge=1, description="length-sorted sub-batch size")
+    quantize: bool = Field(False, description="int8 dynamic quantization of Linear layers (CPU)")
+    max_text_chars: int = Field(10000, ge=1)
+    max_batch_items: int = Field(256, ge=1)
+    max_body_bytes: int = Field(2_000_000, ge=1)
+    log_text: bool = True
+    prediction_log_dir: str = "logs/predictions"
+    auth_token_env: str = Field(
+        "ML_SERVE_TOKEN", description="env var holding the bearer token; unset: no auth"
+    )
+
+    @field_validator("route_prefix")
+    @classmethod
+    def _route_starts_with_slash(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"route_prefix must start with '/', got {value!r}")
+        return value
+
+
 class Settings(BaseModel):
     """Everything the pipeline reads. Sections added by later stages keep their own defaults."""
 
@@ -208,6 +248,7 @@ class Settings(BaseModel):
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     root: Path = Field(default=Path("."), exclude=True)
     provenance: dict[str, str] = Field(default_factory=dict, exclude=True)
