@@ -19,8 +19,8 @@ from typing import Any
 
 from ml.config import Settings
 from ml.io import atomic_path
+from ml.report.sticky import MARKER  # one marker for the writer and the poster
 
-MARKER = "<!-- ml-pr-report: sticky comment, updated in place by the PR workflow -->"
 GITHUB_COMMENT_LIMIT = 65_536
 # Row caps tried in turn until the body fits; None means no cap.
 ROW_CAPS: tuple[int | None, ...] = (None, 50, 20, 5)
