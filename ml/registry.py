@@ -74,7 +74,7 @@ def actor() -> str:
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _git(settings: Settings, *args: str) -> str:
