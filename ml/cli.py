@@ -129,5 +129,206 @@ def data_split() -> None:
     )
 
 
+# --- evaluation, gate, registry, PR report (issue #4) ---------------------------------------
+registry_app = typer.Typer(
+    help="Model registry (MLflow): versions, the champion/challenger aliases, promote, rollback.",
+    no_args_is_help=True,
+)
+report_app = typer.Typer(help="Human-readable reports.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+app.add_typer(report_app, name="report")
+
+
+def run_mlflow_stage(stage: Callable[..., T], *args: Any) -> T:
+    """run_stage, plus MLflow's own errors (server refused, bad URI) as one line."""
+    import os
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return run_stage(stage, *args)
+    except MlflowException as exc:
+        raise fail(f"MLflow: {exc.message}") from exc
+
+
+@app.command("evaluate")
+def evaluate(
+    model_dir: Annotated[
+        Path | None, typer.Option(help="model dir (default: model_dir in reports/train.json)")
+    ] = None,
+) -> None:
+    """Score the trained model on the holdout: overall, per-class, slices, calibration and
+    behavioural checks; writes reports/metrics.json and reports/eval/."""
+    from ml.evaluate.evaluate import evaluate as evaluate_stage
+
+    cfg = settings()
+    result = run_stage(evaluate_stage, cfg, model_dir)
+    o = result.overall
+    typer.echo(
+        f"holdout: accuracy {o['accuracy']:.4f}, weighted F1 {o['f1_weighted']:.4f}, macro F1 "
+        f"{o['f1_macro']:.4f}, ECE {o['ece']:.4f}; behavioural checks {result.behavioural_status}"
+    )
+    typer.echo(f"metrics: {result.metrics_path}; details: {result.detail_dir}")
+
+
+@app.command("gate")
+def gate(
+    challenger: Annotated[
+        str | None, typer.Option(help="version to judge (default: the challenger alias)")
+    ] = None,
+    champion: Annotated[
+        str | None, typer.Option(help="version to compare with (default: the champion alias)")
+    ] = None,
+    exit_zero: Annotated[
+        bool,
+        typer.Option(
+            "--exit-zero",
+            help="exit 0 on a failed gate (the pipeline still writes the report; the workflow "
+            "enforces the verdict later with --check)",
+        ),
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="re-read reports/gate.json and exit by its verdict"),
+    ] = False,
+) -> None:
+    """Evaluate challenger and champion on the same holdout and decide whether the challenger
+    may be promoted. Writes reports/gate.json; exits 1 when the gate fails."""
+    cfg = settings()
+    if check:
+        from ml.gate import check_report
+
+        report = run_stage(check_report, cfg)
+        passed, reasons = bool(report.get("passed")), report.get("reasons", [])
+    else:
+        from ml.gate import gate as gate_stage
+
+        result = run_mlflow_stage(gate_stage, cfg, challenger, champion)
+        passed, reasons = result.decision.passed, result.decision.reasons
+        against = (
+            f"champion v{result.champion_version}"
+            if result.champion_version
+            else "floors (no champion)"
+        )
+        typer.echo(f"challenger v{result.challenger_version} vs {against}")
+    for reason in reasons:
+        typer.echo(f"  - {reason}")
+    if passed:
+        typer.secho("gate passed", fg=typer.colors.GREEN)
+        return
+    typer.secho("gate failed", fg=typer.colors.RED, err=True)
+    if not exit_zero:
+        raise typer.Exit(1)
+
+
+@registry_app.command("register")
+def registry_register() -> None:
+    """Register the last trained model (reports/train.json) as a new version with provenance and
+    metric tags, and point the `challenger` alias at it (idempotent per training run)."""
+    from ml.registry import register
+
+    result = run_mlflow_stage(register, settings())
+    verb = "registered" if result.created else "already registered:"
+    typer.echo(f"{verb} {result.name} v{result.version} (run {result.run_id}) as challenger")
+
+
+@registry_app.command("show")
+def registry_show(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    limit: Annotated[int, typer.Option(help="versions and history rows to show")] = 20,
+) -> None:
+    """Aliases, newest versions (gate status, metrics, provenance) and the alias history."""
+    import json
+
+    from ml.registry import show
+
+    info = run_mlflow_stage(show, settings(), limit)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    aliases = ", ".join(f"{a} -> v{v}" for a, v in sorted(info["aliases"].items())) or "none"
+    console = Console()
+    console.print(f"[bold]{info['name']}[/bold] ({info['tracking_uri']}); aliases: {aliases}")
+    versions = Table("version", "aliases", "gate", "F1 (weighted)", "git sha", "branch", "PR",
+                     "created", title="versions")
+    for row in info["versions"]:
+        versions.add_row(row["version"], ", ".join(row["aliases"]), row["gate"],
+                         row["f1_weighted"], row["git_sha"], row["branch"], row["pr"],
+                         row["created"])
+    console.print(versions)
+    history = Table("when", "action", "alias", "version", "who", "why", title="alias history")
+    for event in info["history"]:
+        history.add_row(event.get("when", ""), event.get("action", ""), event.get("alias", ""),
+                        str(event.get("version", "")), event.get("who", ""), event.get("why", ""))
+    console.print(history)
+
+
+@registry_app.command("promote")
+def registry_promote(
+    version: Annotated[
+        str | None, typer.Argument(help="version to promote (default: the challenger)")
+    ] = None,
+    reason: Annotated[
+        str, typer.Option("--reason", "-r", help="why (required; recorded on the version)")
+    ] = "",
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="promote although the gate did not pass it (recorded)"),
+    ] = False,
+) -> None:
+    """Move the `champion` alias to a version that passed the gate; the replaced champion is
+    remembered so `ml registry rollback` restores it."""
+    from ml.registry import promote
+
+    move = run_mlflow_stage(promote, settings(), version, reason, force)
+    forced = " (FORCED past the gate)" if move.forced else ""
+    typer.secho(
+        f"{move.name}: champion v{move.previous or '-'} -> v{move.version}{forced}",
+        fg=typer.colors.YELLOW if move.forced else typer.colors.GREEN,
+    )
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    reason: Annotated[
+        str, typer.Option("--reason", "-r", help="why (required; recorded on both versions)")
+    ] = "",
+) -> None:
+    """Move `champion` back to the version it replaced (repeat to go further back)."""
+    from ml.registry import rollback
+
+    move = run_mlflow_stage(rollback, settings(), reason)
+    typer.secho(f"{move.name}: champion v{move.previous} -> v{move.version} (rolled back)",
+                fg=typer.colors.GREEN)
+
+
+@report_app.command("pr")
+def report_pr(
+    base: Annotated[
+        str | None,
+        typer.Option(help="git revision for the params diff (default: origin/$GITHUB_BASE_REF, "
+                     "else report.base_rev)"),
+    ] = None,
+) -> None:
+    """Render reports/pr_comment.md: the body of the sticky PR comment."""
+    from ml.report.pr import write_pr_comment
+
+    cfg = settings()
+    path = run_stage(write_pr_comment, cfg, base)
+    typer.echo(f"PR comment: {path} ({len(path.read_text(encoding='utf-8'))} characters)")
+
+
+
+
+MODEL_URI_HELP = (
+    "model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/...) or a local model dir "
+    "(default: serve.model_uri, else models:/NAME@champion)"
+)
+
+
 if __name__ == "__main__":
     app()

@@ -5,5 +5,20 @@ from __future__ import annotations
 from ml.config import ConfigError
 from ml.data.ingest import IngestError
 from ml.data.split import SplitError
+from ml.evaluate.behavioural import BehaviouralError
+from ml.evaluate.evaluate import EvaluationError
+from ml.gate import GateError
+from ml.registry import RegistryError
+from ml.report.pr import ReportError
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, IngestError, SplitError, FileNotFoundError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    IngestError,
+    SplitError,
+    FileNotFoundError,
+    EvaluationError,
+    BehaviouralError,
+    GateError,
+    RegistryError,
+    ReportError,
+)
