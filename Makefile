@@ -6,6 +6,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE ?= 1
+export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: help setup quickstart pipeline test test-unit lint benchmarks docs clean
 
