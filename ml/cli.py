@@ -129,16 +129,6 @@ def data_split() -> None:
     )
 
 
-# --- evaluation, gate, registry, PR report (issue #4) ---------------------------------------
-registry_app = typer.Typer(
-    help="Model registry (MLflow): versions, the champion/challenger aliases, promote, rollback.",
-    no_args_is_help=True,
-)
-report_app = typer.Typer(help="Human-readable reports.", no_args_is_help=True)
-app.add_typer(registry_app, name="registry")
-app.add_typer(report_app, name="report")
-
-
 def _train_settings(params_override: Path | None):
     cfg = settings()
     if params_override is None:
@@ -428,6 +418,192 @@ MODEL_URI_HELP = (
     "model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/...) or a local model dir "
     "(default: serve.model_uri, else models:/NAME@champion)"
 )
+
+
+@app.command("serve")
+def serve_cmd(
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help=MODEL_URI_HELP),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="bind address (default: serve.host)")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default: serve.port, 8000)")] = None,
+    quantize: Annotated[
+        bool | None, typer.Option("--quantize/--no-quantize", help="int8 dynamic quantization")
+    ] = None,
+) -> None:
+    """Serve the model over HTTP with Ray Serve (POST /predict, GET /healthz, /model, /metrics)
+    until Ctrl-C; every prediction goes to the prediction log."""
+    import time
+
+    from ml.serve.loader import ModelLoadError
+
+    cfg = settings()
+    overrides: dict[str, Any] = {}
+    if model:
+        overrides["model_uri"] = model
+    if quantize is not None:
+        overrides["quantize"] = quantize
+    from ray import serve as ray_serve
+
+    from ml.serve.app import start_local
+
+    try:
+        url = run_stage(start_local, cfg, host, port, **overrides)
+    except (ModelLoadError, RuntimeError) as exc:
+        raise fail(f"cannot start serving: {exc}") from exc
+    typer.secho(f"serving at {url}  (POST {url}/predict; Ctrl-C stops)", fg=typer.colors.GREEN)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        typer.echo("stopping: flushing the prediction log")
+    finally:
+        ray_serve.shutdown()
+
+
+@app.command("predict")
+def predict(
+    args: Annotated[
+        list[str],
+        typer.Argument(help='TEXT... to classify, or `batch INPUT OUTPUT` for a CSV/Parquet file'),
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help=MODEL_URI_HELP),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="rows per Ray Data batch (batch mode)")] = 256,
+) -> None:
+    """Classify texts: `ml predict "some text" ["another"...]` prints JSON lines;
+    `ml predict batch INPUT OUTPUT` runs batch inference over a file with Ray Data."""
+    import json
+
+    cfg = settings()
+    if args and args[0] == "batch" and len(args) == 3:
+        from ml.serve.batch import predict_file
+
+        result = run_mlflow_stage(
+            predict_file, cfg, Path(args[1]), Path(args[2]), model, batch_size
+        )
+        typer.echo(
+            f"{result.rows} rows -> {result.output} in {result.seconds:.1f} s "
+            f"({result.model_name} v{result.model_version})"
+        )
+        return
+    if args and args[0] == "batch":
+        raise fail("usage: ml predict batch INPUT OUTPUT", 2)
+    from ml.serve.loader import default_model_uri, load_classifier
+    from ml.serve.schemas import Limits, RequestError, parse_request
+
+    try:
+        texts = [parse_request(json.dumps({"text": t}).encode(), Limits())[0][0] for t in args]
+    except RequestError as exc:
+        raise fail(exc.message, 2) from exc
+    from ml.registry import tracking_uri
+
+    classifier, info = run_mlflow_stage(
+        load_classifier, default_model_uri(cfg) if model is None else model, tracking_uri(cfg),
+        cfg.serve.quantize,
+    )
+    for text, result in zip(texts, classifier.predict(texts), strict=True):
+        row = {"text": text, **result, "model_name": info.name, "model_version": info.version}
+        typer.echo(json.dumps(row))
+
+
+# --- monitoring and continuous training (issue #6) -------------------------------------------
+monitor_app = typer.Typer(
+    help="Drift monitoring of the production prediction log.", no_args_is_help=True
+)
+app.add_typer(monitor_app, name="monitor")
+
+
+@monitor_app.command(
+    "drift",
+    epilog="Exit codes: 0 no drift; 3 drift; 4 not enough data (fewer valid records than "
+    "monitor.min_window); 1 error (log or reference unreadable); 2 bad config or usage. "
+    "With $GITHUB_OUTPUT set, verdict=, drift=, exit_code=, valid_records= and summary= lines "
+    "are appended to it.",
+)
+def monitor_drift(
+    log_dir: Annotated[
+        str | None,
+        typer.Option(help="prediction log folder or fsspec URI (s3://...); default "
+                     "serve.prediction_log_dir / $ML_PREDICTION_LOG_DIR"),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="window start: ISO time or duration like 24h, 7d (monitor.window_since)"),
+    ] = None,
+    last_n: Annotated[
+        int | None, typer.Option(help="newest N records (monitor.window_last_n)")
+    ] = None,
+    model_dir: Annotated[
+        str | None,
+        typer.Option(help="model dir for reference predictions (monitor.model_dir, model.dir)"),
+    ] = None,
+) -> None:
+    """Compare a window of the prediction log with the training reference (Evidently): text
+    embeddings, text length, out-of-vocabulary rate, predicted classes and confidence. Writes
+    reports/drift/report.html and summary.json and prints the verdict."""
+    import os
+
+    from ml.monitor.drift import EXIT_ERROR, write_github_output
+    from ml.monitor.drift import monitor_drift as drift_stage
+
+    cfg = settings()
+    result = run_stage_code(drift_stage, EXIT_ERROR, cfg, log_dir, since, last_n, model_dir)
+    window = result.window
+    typer.echo(
+        f"window: {window['valid_records']} valid record(s) from {window['source']}"
+        f" ({window['malformed_records']} malformed, {window['records_with_text']} with text)"
+    )
+    for example in window["malformed_examples"]:
+        typer.echo(f"  malformed: {example}")
+    for signal in result.signals:
+        if signal.available:
+            mark = "DRIFT" if signal.drifted else "ok"
+            typer.echo(f"  {signal.name:<12} {signal.method:<14} {signal.score:.4f} "
+                       f"(threshold {signal.threshold}) {mark}")
+        else:
+            typer.echo(f"  {signal.name:<12} not checked: {signal.note}")
+    verdict = result.decision.verdict
+    colour = {"drift": typer.colors.RED, "no_drift": typer.colors.GREEN}.get(
+        verdict, typer.colors.YELLOW
+    )
+    label = {"drift": "DRIFT", "no_drift": "no drift", "not_enough_data": "not enough data"}
+    typer.secho(f"{label[verdict]}: " + "; ".join(result.decision.reasons), fg=colour)
+    if result.summary_path:
+        typer.echo(f"summary: {result.summary_path}; report: {result.html_path or '-'}")
+    write_github_output(result, os.environ.get("GITHUB_OUTPUT"))
+    raise typer.Exit(result.decision.exit_code)
+
+
+def run_stage_code(stage: Callable[..., T], code: int, *args: Any) -> T:
+    """run_stage with a chosen exit code for the stage's own errors."""
+    from ml.errors import USER_ERRORS
+
+    try:
+        return stage(*args)
+    except USER_ERRORS as exc:
+        raise fail(str(exc), code) from exc
+
+
+@app.command("release")
+def release(
+    tag: Annotated[str, typer.Option(help="the release tag, e.g. v1.2.0 (recorded as the reason)")],
+    commit: Annotated[str, typer.Option(help="the tagged commit whose registered model ships")],
+) -> None:
+    """Promote the model registered for COMMIT, deploy it to Ray Serve, smoke-test the live
+    endpoint ($ML_SERVE_URL or serve.host/port), and roll back alias and deployment on failure."""
+    from ml.release import release as release_stage
+
+    result = run_mlflow_stage(release_stage, settings(), tag, commit)
+    was = f" (was v{result.previous})" if result.previous else ""
+    typer.secho(
+        f"released {tag}: champion v{result.version}{was} live at {result.url}; smoke test "
+        f"passed ({result.smoke['labels']})",
+        fg=typer.colors.GREEN,
+    )
 
 
 if __name__ == "__main__":

@@ -8,8 +8,12 @@ from ml.data.split import SplitError
 from ml.evaluate.behavioural import BehaviouralError
 from ml.evaluate.evaluate import EvaluationError
 from ml.gate import GateError
+from ml.monitor.drift import MonitorError
 from ml.registry import RegistryError
+from ml.release import ReleaseError
 from ml.report.pr import ReportError
+from ml.serve.batch import BatchInputError
+from ml.serve.loader import ModelLoadError
 from ml.train.model import ModelError
 from ml.train.ray_train import TrainError
 from ml.train.tracking import TrackingError
@@ -20,13 +24,17 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     IngestError,
     SplitError,
     FileNotFoundError,
-    EvaluationError,
-    BehaviouralError,
-    GateError,
-    RegistryError,
-    ReportError,
     ModelError,
     TrainError,
     TrackingError,
     TuneError,
+    EvaluationError,
+    BehaviouralError,
+    GateError,
+    MonitorError,
+    RegistryError,
+    ReleaseError,
+    ReportError,
+    ModelLoadError,
+    BatchInputError,
 )
