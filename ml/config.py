@@ -232,6 +232,45 @@ class ServeSettings(_Section):
         return value
 
 
+class DriftThresholds(_Section):
+    """Drift score above which a signal counts as drifted (calibrated by benchmarks/drift.py)."""
+
+    embedding: float = Field(0.006, gt=0, description="MMD^2 (RBF, median bandwidth)")
+    text_length: float = Field(0.3, gt=0, description="Wasserstein distance / reference std")
+    oov_rate: float = Field(0.25, gt=0, description="Wasserstein distance / reference std")
+    label: float = Field(0.12, gt=0, le=1, description="Jensen-Shannon distance")
+    confidence: float = Field(0.35, gt=0, description="Wasserstein distance / reference std")
+
+
+class MonitorSettings(_Section):
+    """`ml monitor drift` (prediction log vs reference) and `ml retrain` (continuous training)."""
+
+    window_last_n: int | None = Field(1000, ge=1, description="newest N records of the log")
+    window_since: str | None = Field(
+        None, description="only records at/after this: ISO time or a duration ('24h', '7d')"
+    )
+    min_window: int = Field(200, ge=1, description="fewer valid records: 'not enough data'")
+    thresholds: DriftThresholds = Field(default_factory=DriftThresholds)
+    embedding_model: str = "all-minilm-l6-v2"
+    embedding_sample: int = Field(200, ge=10, description="window rows embedded (seeded sample)")
+    embedding_max_length: int = Field(64, ge=8, le=512)
+    seed: int = 0
+    reference_splits: list[str] = Field(
+        default_factory=lambda: ["train.csv", "val.csv"], min_length=1
+    )
+    prediction_reference_split: str = Field(
+        "val.csv", description="split the model did not fit: reference predicted labels/confidence"
+    )
+    model_dir: str | None = Field(None, description="model for reference predictions; model.dir")
+    report_dir: str = "reports/drift"
+    cache_dir: str = "data/monitor"
+    labelled_source: str | None = Field(
+        None, description="folder/URL of newly labelled CSV rows appended before validation"
+    )
+    auto_promote: bool = False
+    pr_body: str = "reports/retrain_pr.md"
+
+
 class Settings(BaseModel):
     """Everything the pipeline reads. Sections added by later stages keep their own defaults."""
 
@@ -249,6 +288,7 @@ class Settings(BaseModel):
     gate: GateSettings = Field(default_factory=GateSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
 
     root: Path = Field(default=Path("."), exclude=True)
     provenance: dict[str, str] = Field(default_factory=dict, exclude=True)
