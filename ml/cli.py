@@ -541,6 +541,12 @@ def monitor_drift(
         str | None,
         typer.Option(help="model dir for reference predictions (monitor.model_dir, model.dir)"),
     ] = None,
+    fail_on_drift: Annotated[
+        bool,
+        typer.Option("--fail-on-drift/--no-fail-on-drift",
+                     help="exit 3 on drift and 4 on not enough data (default); with "
+                     "--no-fail-on-drift exit 0 and let GITHUB_OUTPUT carry the verdict"),
+    ] = True,
 ) -> None:
     """Compare a window of the prediction log with the training reference (Evidently): text
     embeddings, text length, out-of-vocabulary rate, predicted classes and confidence. Writes
@@ -575,7 +581,41 @@ def monitor_drift(
     if result.summary_path:
         typer.echo(f"summary: {result.summary_path}; report: {result.html_path or '-'}")
     write_github_output(result, os.environ.get("GITHUB_OUTPUT"))
-    raise typer.Exit(result.decision.exit_code)
+    raise typer.Exit(result.decision.exit_code if fail_on_drift else 0)
+
+
+@app.command(
+    "retrain",
+    epilog="Exit codes: 0 done (promoted, PR opened, or PR body written); 5 the gate failed "
+    "(nothing promoted or proposed); 1 error (invalid data, training failed). With "
+    "$GITHUB_OUTPUT set, version=, created=, gate=, action= lines are appended to it.",
+)
+def retrain_cmd(
+    max_rows: Annotated[
+        int | None, typer.Option(help="cap train/val rows (smoke runs)")
+    ] = None,
+) -> None:
+    """Continuous training: ingest the latest data (plus monitor.labelled_source), validate,
+    split, train, evaluate, register, gate against the champion; then open a PR with the report
+    (default) or promote when monitor.auto_promote is true and the gate passed. Idempotent: a
+    version already registered for the same data and params is reused, not retrained."""
+    import os
+
+    from ml.monitor.retrain import retrain
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    result = run_mlflow_stage(retrain, settings(), max_rows)
+    for step in result.steps:
+        typer.echo(f"  - {step}")
+    typer.secho(result.message, fg=typer.colors.GREEN if result.gate_passed else typer.colors.RED)
+    output = os.environ.get("GITHUB_OUTPUT")
+    if output:
+        gate_word = {True: "passed", False: "failed", None: "none"}[result.gate_passed]
+        with open(output, "a", encoding="utf-8") as handle:
+            handle.write(f"version={result.version}\ncreated={str(result.created).lower()}\n"
+                         f"gate={gate_word}\naction={result.action}\n")
+    if not result.gate_passed:
+        raise typer.Exit(5)
 
 
 def run_stage_code(stage: Callable[..., T], code: int, *args: Any) -> T:

@@ -9,6 +9,7 @@ from ml.evaluate.behavioural import BehaviouralError
 from ml.evaluate.evaluate import EvaluationError
 from ml.gate import GateError
 from ml.monitor.drift import MonitorError
+from ml.monitor.retrain import RetrainError
 from ml.registry import RegistryError
 from ml.release import ReleaseError
 from ml.report.pr import ReportError
@@ -32,6 +33,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     BehaviouralError,
     GateError,
     MonitorError,
+    RetrainError,
     RegistryError,
     ReleaseError,
     ReportError,

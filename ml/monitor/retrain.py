@@ -1,0 +1,316 @@
+"""`ml retrain`: the continuous-training path, composed of the pipeline's own stages.
+
+ingest (+ newly labelled rows from `monitor.labelled_source`) -> validate -> split -> [train ->
+evaluate -> register] -> gate -> pull request (default) or promotion (`monitor.auto_promote` and
+the gate passed).
+
+Idempotent: the split data and the effective params are hashed exactly as `ml registry register`
+tags them (`data_sha256`, `params_sha256`); when a registered version already carries both,
+training, evaluation and registration are skipped and that version is reported (its recorded gate
+decision is reused when it has one). A second run on unchanged data creates no new version.
+
+Opening a pull request: with the `gh` CLI on PATH and GH_TOKEN/GITHUB_TOKEN set, `gh pr create`
+with the body written to `monitor.pr_body`; otherwise only the body is written (the message says
+so) for a person or a workflow step to use.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ml.config import Settings
+from ml.io import atomic_path
+
+
+class RetrainError(RuntimeError):
+    """Continuous training stopped (invalid data, bad labelled source); the message says why."""
+
+
+@dataclass
+class RetrainResult:
+    version: str
+    created: bool  # False: a version for this data+params existed; nothing was trained
+    gate_passed: bool | None
+    gate_reasons: list[str]
+    action: str  # "promoted" | "pr_opened" | "pr_body_written" | "none"
+    message: str
+    data_sha256: str
+    params_sha256: str
+    labelled_rows_added: int = 0
+    pr_body: str | None = None
+    steps: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- newly labelled data ----------------------------------------------------------------------
+
+
+def _labelled_files(source: str) -> list[tuple[str, bytes]]:
+    if source.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(source, timeout=30) as response:
+                return [(source, response.read())]
+        except OSError as exc:
+            raise RetrainError(f"cannot download labelled data {source}: {exc}") from exc
+    path = Path(source)
+    if path.is_file():
+        return [(str(path), path.read_bytes())]
+    if path.is_dir():
+        return [(str(p), p.read_bytes()) for p in sorted(path.glob("*.csv"))]
+    raise RetrainError(
+        f"monitor.labelled_source {source} is neither a CSV file, a folder nor a URL"
+    )
+
+
+def append_labelled(settings: Settings) -> int:
+    """Append labelled rows (same columns as the training file) to data/raw/<train_file>.
+    Rows whose id is already present are skipped, so the result depends only on the inputs."""
+    import pandas as pd
+
+    source = settings.monitor.labelled_source
+    if not source:
+        return 0
+    data = settings.data
+    location = source if "://" in source else str(settings.path(source))
+    train_path = settings.path(data.raw_dir) / data.train_file
+    base = pd.read_csv(train_path, dtype=str, keep_default_na=False)
+    columns = list(base.columns)
+    extra = []
+    for name, raw in _labelled_files(location):
+        frame = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
+        missing = [
+            c
+            for c in [data.id_column, data.label_column, *data.text_columns]
+            if c not in frame.columns
+        ]
+        if missing:
+            raise RetrainError(f"labelled file {name} lacks column(s) {missing}")
+        extra.append(frame.reindex(columns=columns, fill_value=""))
+    if not extra:
+        return 0
+    new = pd.concat(extra, ignore_index=True).drop_duplicates(subset=[data.id_column])
+    new = new[~new[data.id_column].isin(set(base[data.id_column]))]
+    if new.empty:
+        return 0
+    with atomic_path(train_path) as tmp:
+        pd.concat([base, new], ignore_index=True).to_csv(tmp, index=False)
+    return len(new)
+
+
+# --- decisions --------------------------------------------------------------------------------
+
+
+def gh_available(environ: dict[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    return bool(shutil.which("gh")) and bool(env.get("GH_TOKEN") or env.get("GITHUB_TOKEN"))
+
+
+def choose_action(gate_passed: bool | None, auto_promote: bool, can_open_pr: bool) -> str:
+    """promote only when the policy allows it and the gate passed; otherwise a PR (or its body)
+    when the gate passed; nothing to propose when it failed."""
+    if not gate_passed:
+        return "none"
+    if auto_promote:
+        return "promoted"
+    return "pr_opened" if can_open_pr else "pr_body_written"
+
+
+def render_pr_body(
+    settings: Settings,
+    version: str,
+    created: bool,
+    gate: dict[str, Any] | None,
+    drift_summary: dict[str, Any] | None,
+    labelled_rows: int,
+    data_sha: str,
+    params_sha: str,
+) -> str:
+    name = settings.mlflow.registered_model
+    verdict = "passed" if gate and gate.get("passed") else "failed"
+    lines = [
+        f"## Retrained model: {name} v{version}",
+        "",
+        f"`ml retrain` {'trained and registered' if created else 'found (no new training)'} "
+        f"version {version} for data `{data_sha[:12]}` and params `{params_sha[:12]}`.",
+        "",
+    ]
+    if drift_summary:
+        lines += [
+            f"**Why:** drift check verdict `{drift_summary.get('verdict')}`: "
+            + "; ".join(drift_summary.get("reasons", [])),
+            "",
+        ]
+    if labelled_rows:
+        lines += [f"Newly labelled rows added to the training data: {labelled_rows}.", ""]
+    lines += [f"### Gate: {verdict}", ""]
+    for reason in (gate or {}).get("reasons", []):
+        lines.append(f"- {reason}")
+    champion = (gate or {}).get("champion") or {}
+    challenger = (gate or {}).get("challenger") or {}
+    if challenger.get("overall"):
+        lines += ["", "| metric | challenger | champion |", "|---|---|---|"]
+        for metric in ("accuracy", "f1_weighted", "f1_macro"):
+            new = challenger["overall"].get(metric)
+            old = (champion.get("overall") or {}).get(metric)
+            lines.append(
+                f"| {metric} | {new:.4f} | {f'{old:.4f}' if old is not None else '-'} |"
+                if new is not None
+                else f"| {metric} | - | - |"
+            )
+    lines += [
+        "",
+        "Merging this PR and tagging a release promotes the version (`ml release`); or promote "
+        f'now: `ml registry promote {version} --reason "..."`.',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def open_pr(body_path: Path, title: str, root: Path) -> str:
+    """`gh pr create` from the current branch; returns the PR URL. The GitHub call itself."""
+    proc = subprocess.run(
+        ["gh", "pr", "create", "--title", title, "--body-file", str(body_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if proc.returncode != 0:
+        raise RetrainError(f"gh pr create failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout.strip()
+
+
+# --- the stage --------------------------------------------------------------------------------
+
+
+def _existing_version(settings: Settings, data_sha: str, params_sha: str):
+    from mlflow.exceptions import MlflowException
+
+    from ml.registry import client
+
+    registry = client(settings)
+    name = settings.mlflow.registered_model
+    try:
+        versions = registry.search_model_versions(f"name = '{name}'")
+    except MlflowException:  # no registered model yet
+        return None
+    matches = [
+        v
+        for v in versions
+        if (v.tags or {}).get("data_sha256") == data_sha
+        and (v.tags or {}).get("params_sha256") == params_sha
+    ]
+    return max(matches, key=lambda v: int(v.version)) if matches else None
+
+
+def retrain(settings: Settings, max_rows: int | None = None) -> RetrainResult:
+    """Run the continuous-training path once; see the module doc."""
+    import json
+
+    from ml.data.ingest import ingest
+    from ml.data.split import split
+    from ml.data.validate import validate
+    from ml.registry import data_checksum, params_hash, promote
+
+    steps: list[str] = []
+    ingest(settings)
+    steps.append("ingest")
+    added = append_labelled(settings)
+    steps.append(f"labelled rows +{added}")
+    report = validate(settings)
+    if not report.passed:
+        kinds = ", ".join(sorted(report.kinds()))
+        raise RetrainError(
+            f"data validation failed ({len(report.problems)} problem(s): {kinds}); see "
+            f"{settings.validate_.report}. Nothing was trained."
+        )
+    steps.append("validate")
+    split(settings)
+    steps.append("split")
+    data_sha, params_sha = data_checksum(settings), params_hash(settings)
+
+    existing = _existing_version(settings, data_sha, params_sha)
+    gate_doc: dict[str, Any] | None = None
+    if existing is not None:
+        version, created = str(existing.version), False
+        tags = existing.tags or {}
+        status = tags.get("gate.status")
+        gate_passed = None if status is None else status == "passed"
+        reasons = [tags.get("gate.summary", "")] if status else []
+        if gate_passed is None:
+            gate_passed, reasons, gate_doc = _run_gate(settings, version)
+            steps.append("gate")
+        else:
+            gate_doc = {"passed": gate_passed, "reasons": reasons}
+        steps.append(f"reuse v{version} (same data and params: not retrained)")
+    else:
+        from ml.evaluate.evaluate import evaluate
+        from ml.registry import register
+        from ml.train.ray_train import TrainOptions, run_training
+
+        run_training(
+            settings, TrainOptions(max_rows=max_rows, extra_tags={"trigger": "ml retrain"})
+        )
+        steps.append("train")
+        evaluate(settings)
+        steps.append("evaluate")
+        registered = register(settings)
+        version, created = registered.version, True
+        steps.append(f"register v{version}")
+        gate_passed, reasons, gate_doc = _run_gate(settings, version)
+        steps.append("gate")
+
+    action = choose_action(gate_passed, settings.monitor.auto_promote, gh_available())
+    drift_path = settings.path(settings.monitor.report_dir) / "summary.json"
+    drift_summary = json.loads(drift_path.read_text()) if drift_path.is_file() else None
+    body = render_pr_body(
+        settings, version, created, gate_doc, drift_summary, added, data_sha, params_sha
+    )
+    body_path = settings.path(settings.monitor.pr_body)
+    with atomic_path(body_path) as tmp:
+        tmp.write_text(body, encoding="utf-8")
+
+    if action == "promoted":
+        promote(settings, version, "auto-promotion by `ml retrain` (monitor.auto_promote: true)")
+        message = f"promoted v{version} to champion (monitor.auto_promote)"
+    elif action == "pr_opened":
+        url = open_pr(body_path, f"Retrained model v{version}", settings.root)
+        message = f"opened pull request {url}"
+    elif action == "pr_body_written":
+        message = (
+            f"gate passed; no `gh` CLI with GH_TOKEN/GITHUB_TOKEN here, so no PR was "
+            f"opened: the PR body is in {body_path}"
+        )
+    else:
+        message = f"gate failed for v{version}: nothing to promote; report in {body_path}"
+    return RetrainResult(
+        version,
+        created,
+        gate_passed,
+        reasons,
+        action,
+        message,
+        data_sha,
+        params_sha,
+        added,
+        str(body_path),
+        steps,
+    )
+
+
+def _run_gate(settings: Settings, version: str) -> tuple[bool, list[str], dict[str, Any]]:
+    import json
+
+    from ml.gate import gate
+
+    result = gate(settings, challenger=version)
+    doc = json.loads(result.report_path.read_text())
+    return result.decision.passed, result.decision.reasons, doc
