@@ -1,0 +1,410 @@
+"""The Ray Serve application: one deployment with a FastAPI ingress around the champion model.
+
+    POST /predict   one text or a batch (forms in ml/serve/schemas.py) -> labels, probabilities
+    GET  /healthz   liveness + which model version answers
+    GET  /model     registered name, version, alias, git sha, metrics of the served model
+    GET  /metrics   Prometheus text format (this replica's counters; Ray also exports
+                    the built-in serve_* metrics cluster-wide on its metrics port)
+
+Speed on CPU comes from four things together (measured in reports/benchmarks/serving.md):
+`@serve.batch` gathers concurrent texts into one model call; `max_ongoing_requests` well above
+`max_batch_size` lets a batch actually fill; each gathered batch is sorted by length and run in
+sub-batches padded only to their longest text; torch uses exactly the replica's CPUs. Inference
+runs in a worker thread so the event loop keeps accepting (and batching) requests meanwhile.
+
+The model is chosen by `user_config` (`model_uri`, `quantize`): changing it with `serve deploy`
+calls `reconfigure` on the live replicas, which load the new model beside the old one and swap
+it in one assignment, so requests in flight finish on the old model and none fail.
+
+Builder for `serve run` / `serve deploy`: `ml.serve.app:build_app` (deploy/serve_config.yaml).
+"""
+
+# No `from __future__ import annotations`: FastAPI (through serve.ingress) must see real
+# annotations on the route methods, or it takes `request: Request` for a query parameter.
+import asyncio
+import hmac
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from ray import serve
+
+from ml.serve.prediction_log import PredictionLogWriter, make_record
+from ml.serve.schemas import Limits, ModelResponse, PredictResponse, RequestError, parse_request
+
+if TYPE_CHECKING:
+    import numpy as np
+    from ray.serve.deployment import Application
+
+    from ml.config import Settings
+    from ml.serve.loader import ModelInfo
+    from ml.train.model import TextClassifier
+
+logger = logging.getLogger("ray.serve")
+
+DEPLOYMENT_NAME = "TagClassifier"
+# Keys of user_config: changing any of them is a lightweight, in-place update of live replicas.
+USER_CONFIG_KEYS = (
+    "model_uri",
+    "quantize",
+    "log_text",
+    "max_batch_size",
+    "batch_wait_timeout_s",
+    "inference_batch_size",
+)
+
+api = FastAPI(
+    title="tag-classifier",
+    description="Text classification (title + description -> tag) served by Ray Serve.",
+)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A model and its facts, swapped as one object so a batch never mixes two versions."""
+
+    classifier: "TextClassifier"
+    info: "ModelInfo"
+    uri: str
+    quantize: bool
+
+
+def _replica_id() -> str:
+    try:
+        return str(serve.get_replica_context().replica_id.unique_id)
+    except Exception:  # outside a replica (tests calling the class directly)
+        return f"{os.uname().nodename}-{os.getpid()}"
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+class _Metrics:
+    """Replica-local Prometheus metrics (own registry: several replicas may share a process)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "ml_serve_requests", "HTTP requests to /predict", ["status"], registry=self.registry
+        )
+        self.predictions = Counter(
+            "ml_serve_predictions", "texts classified", ["label"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "ml_serve_request_latency_seconds",
+            "time from request arrival to response",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5),
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "ml_serve_batch_size",
+            "texts per model call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+@serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=64)
+@serve.ingress(api)
+class TagClassifier:
+    """One replica: the loaded model, the batch queue, the prediction-log writer."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = dict(config)
+        self.tracking_uri: str | None = config.get("tracking_uri")
+        self.limits = Limits(**config.get("limits", {}))
+        self.device: str | None = config.get("device")
+        self.torch_threads: int = int(config.get("torch_threads") or 1)
+        token_env = config.get("auth_token_env") or ""
+        # The token itself only ever comes from the environment (a Kubernetes secret, a shell).
+        self.token: str | None = (os.environ.get(token_env) or None) if token_env else None
+        self.log_text = True
+        self.inference_batch_size = 16
+        self.loaded: Loaded | None = None
+        self.metrics = _Metrics()
+        self.log = PredictionLogWriter(config["prediction_log_dir"], writer_id=_replica_id())
+        self._reload_lock = asyncio.Lock()
+        if config.get("initial_user_config"):  # used when no user_config is deployed
+            self._apply(config["initial_user_config"])
+
+    # ---- configuration / model rollout -------------------------------------------------------
+
+    def _apply(self, user_config: dict[str, Any]) -> None:
+        from ml.serve.loader import load_classifier
+
+        uri = str(user_config["model_uri"])
+        quantize = bool(user_config.get("quantize", False))
+        if self.loaded is None or (uri, quantize) != (self.loaded.uri, self.loaded.quantize):
+            classifier, info = load_classifier(
+                uri, self.tracking_uri, quantize, self.device, self.torch_threads
+            )
+            # One assignment: a batch already running keeps its reference to the old model.
+            self.loaded = Loaded(classifier, info, uri, quantize)
+            logger.info("serving %s version %s (%s)", info.name, info.version, uri)
+        self.log_text = bool(user_config.get("log_text", True))
+        self.inference_batch_size = int(user_config.get("inference_batch_size", 16))
+        if "max_batch_size" in user_config:
+            self._predict_batch.set_max_batch_size(int(user_config["max_batch_size"]))
+        if "batch_wait_timeout_s" in user_config:
+            self._predict_batch.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Called by Serve at start and on every user_config change (`serve deploy`)."""
+        unknown = sorted(set(user_config) - set(USER_CONFIG_KEYS))
+        if unknown:
+            raise ValueError(f"unknown user_config keys {unknown}; known: {USER_CONFIG_KEYS}")
+        async with self._reload_lock:
+            # Loading takes seconds: do it off the event loop so requests keep being answered
+            # by the current model until the new one is ready.
+            await asyncio.to_thread(self._apply, user_config)
+
+    def check_health(self) -> None:
+        """Serve's health probe: a replica without a model or a dead log writer is unhealthy."""
+        if self.loaded is None:
+            raise RuntimeError("no model loaded")
+        if not self.log._thread.is_alive() and not self.log._closed:
+            raise RuntimeError("prediction log writer thread died")
+
+    def __del__(self) -> None:
+        # Serve calls this on graceful shutdown: flush every queued prediction record to disk.
+        log = getattr(self, "log", None)
+        if log is not None:
+            log.close()
+
+    # ---- inference ---------------------------------------------------------------------------
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    async def _predict_batch(self, texts: list[str]) -> "list[tuple[np.ndarray, Loaded]]":
+        loaded = self.loaded
+        assert loaded is not None  # reconfigure ran before any request is routed here
+        self.metrics.batch_size.observe(len(texts))
+        # In a thread: the loop keeps queueing the next batch while this one computes.
+        probabilities = await asyncio.to_thread(
+            loaded.classifier.predict_proba, texts, self.inference_batch_size
+        )
+        return [(row, loaded) for row in probabilities]
+
+    def _authorized(self, request: Request) -> bool:
+        if not self.token:
+            return True
+        header = request.headers.get("authorization", "")
+        scheme, _, supplied = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            supplied.strip().encode(), self.token.encode()
+        )
+
+    @api.post("/predict", response_model=PredictResponse)
+    async def predict(self, request: Request) -> Any:
+        started = time.perf_counter()
+        response = await self._predict(request, started)
+        self.metrics.requests.labels(str(response.status_code)).inc()
+        self.metrics.latency.observe(time.perf_counter() - started)
+        return response
+
+    async def _predict(self, request: Request, started: float) -> JSONResponse:
+        if not self._authorized(request):
+            return _error(
+                401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="ml"'}
+            )
+        content_type = request.headers.get("content-type", "application/json")
+        if "json" not in content_type.lower():
+            return _error(415, f"content-type must be application/json, got {content_type!r}")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limits.max_body_bytes:
+            return _error(
+                413, f"request body is {declared} bytes; limit {self.limits.max_body_bytes}"
+            )
+        loaded = self.loaded
+        if loaded is None:
+            return _error(503, "model not loaded yet")
+        try:
+            texts, is_batch = parse_request(
+                await request.body(),
+                self.limits,
+                loaded.classifier.meta.get("text_columns") or ("title", "description"),
+            )
+        except RequestError as exc:
+            return _error(exc.status, exc.message)
+
+        results = await asyncio.gather(*(self._predict_batch(t) for t in texts))
+        latency_ms = (time.perf_counter() - started) * 1000
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        predictions = []
+        for i, (text, (row, used)) in enumerate(zip(texts, results, strict=True)):
+            labels = used.classifier.labels
+            best = int(row.argmax())
+            probs = {label: float(p) for label, p in zip(labels, row, strict=True)}
+            predictions.append(
+                {"label": labels[best], "confidence": float(row[best]), "probabilities": probs}
+            )
+            self.metrics.predictions.labels(labels[best]).inc()
+            self.log.write(
+                make_record(
+                    text=text,
+                    label=labels[best],
+                    probabilities=probs,
+                    model_name=used.info.name,
+                    model_version=used.info.version,
+                    latency_ms=latency_ms,
+                    log_text=self.log_text,
+                    request_id=f"{request_id}:{i}" if is_batch else request_id,
+                )
+            )
+        # The version that actually answered (during a rollout, a request can straddle two).
+        version = ",".join(sorted({used.info.version for _, used in results}))
+        body: dict[str, Any] = {
+            "request_id": request_id,
+            "model_name": results[0][1].info.name,
+            "model_version": version,
+            "predictions": predictions,
+        }
+        if not is_batch:
+            body.update(predictions[0])
+        return JSONResponse(body)
+
+    # ---- introspection -----------------------------------------------------------------------
+
+    @api.get("/healthz")
+    async def healthz(self) -> JSONResponse:
+        loaded = self.loaded
+        if loaded is None:
+            return _error(503, "model not loaded yet")
+        return JSONResponse(
+            {"status": "ok", "model_name": loaded.info.name, "model_version": loaded.info.version}
+        )
+
+    @api.get("/model", response_model=ModelResponse)
+    async def model(self, request: Request) -> JSONResponse:
+        if not self._authorized(request):
+            return _error(
+                401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="ml"'}
+            )
+        loaded = self.loaded
+        if loaded is None:
+            return _error(503, "model not loaded yet")
+        info = loaded.info.as_dict()
+        return JSONResponse({**info, "labels": loaded.classifier.labels})
+
+    @api.get("/metrics")
+    async def prometheus(self) -> PlainTextResponse:
+        return PlainTextResponse(
+            self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+
+# ---- application builders --------------------------------------------------------------------
+
+
+def serve_options(settings: "Settings") -> dict[str, Any]:
+    """Deployment options (replicas/autoscaling, resources, concurrency) from params.yaml."""
+    s = settings.serve
+    options: dict[str, Any] = {
+        "max_ongoing_requests": s.max_ongoing_requests,
+        "ray_actor_options": {
+            "num_cpus": s.num_cpus_per_replica,
+            "num_gpus": s.num_gpus_per_replica,
+            # Replicas never reach a hub; MLflow telemetry stays off.
+            "runtime_env": {
+                "env_vars": {"HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+            },
+        },
+        "graceful_shutdown_timeout_s": 30,
+        "health_check_period_s": 10,
+    }
+    if s.autoscaling:
+        options["autoscaling_config"] = dict(s.autoscaling)
+    else:
+        options["num_replicas"] = s.num_replicas
+    return options
+
+
+def user_config(settings: "Settings") -> dict[str, Any]:
+    from ml.serve.loader import default_model_uri
+
+    s = settings.serve
+    return {
+        "model_uri": default_model_uri(settings),
+        "quantize": s.quantize,
+        "log_text": s.log_text,
+        "max_batch_size": s.max_batch_size,
+        "batch_wait_timeout_s": s.batch_wait_timeout_s,
+        "inference_batch_size": s.inference_batch_size,
+    }
+
+
+def replica_config(settings: "Settings") -> dict[str, Any]:
+    """The constructor argument: what does not change without restarting replicas."""
+    from ml.registry import tracking_uri
+    from ml.serve.prediction_log import resolve_log_dir
+
+    s = settings.serve
+    log_dir = resolve_log_dir(settings.path(s.prediction_log_dir))
+    threads = s.torch_threads or max(1, int(s.num_cpus_per_replica))
+    return {
+        "tracking_uri": tracking_uri(settings),
+        "prediction_log_dir": str(Path(log_dir).resolve()),
+        "auth_token_env": s.auth_token_env,
+        "torch_threads": threads,
+        "device": "cuda" if s.num_gpus_per_replica > 0 else "cpu",
+        "limits": {
+            "max_text_chars": s.max_text_chars,
+            "max_batch_items": s.max_batch_items,
+            "max_body_bytes": s.max_body_bytes,
+        },
+    }
+
+
+def build(settings: "Settings", **overrides: Any) -> "Application":
+    """The bound application for these settings; `overrides` replace serve.* values."""
+    if overrides:
+        serve_values = settings.serve.model_copy(update=overrides)
+        settings = settings.model_copy(update={"serve": serve_values})
+    options = serve_options(settings)
+    return TagClassifier.options(user_config=user_config(settings), **options).bind(
+        replica_config(settings)
+    )
+
+
+def build_app(args: dict[str, Any]) -> "Application":
+    """Application builder for `serve run ml.serve.app:build_app` / a Serve config file.
+
+    args: `params` (a params.yaml path, default $ML_PARAMS or ./params.yaml) and any serve.*
+    key to override (e.g. model_uri). Deployment options in the config file win over these.
+    """
+    from ml.config import load_settings
+
+    args = dict(args or {})
+    settings = load_settings(args.pop("params", None))
+    return build(settings, **args)
+
+
+def start_local(
+    settings: "Settings", host: str | None = None, port: int | None = None, **overrides: Any
+) -> str:
+    """Start (or join) Ray, start Serve's HTTP proxy and deploy the app; returns the base URL.
+
+    With `ray.address` unset this is a local Ray instance on this machine (embedded defaults);
+    with RAY_ADDRESS it deploys to that cluster.
+    """
+    from ml.serve import init_ray
+
+    s = settings.serve
+    host, port = host or s.host, port or s.port
+    init_ray(settings.ray.address, logging_level=logging.WARNING)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build(settings, **overrides), name=s.app_name, route_prefix=s.route_prefix)
+    return f"http://{host}:{port}{s.route_prefix.rstrip('/')}"
