@@ -118,7 +118,8 @@ class TrainSettings(_Section):
     seed: int = 42
     early_stopping_patience: int = Field(3, ge=0, description="0 disables early stopping")
     early_stopping_min_delta: float = Field(0.0, ge=0)
-    metric: str = "val_f1"
+    metric: str = Field("val_loss", description="validation metric: early stopping, best model")
+    metric_mode: Literal["max", "min"] = Field("min", description="max for scores, min for losses")
     num_workers: int = Field(2, ge=1)
     cpus_per_worker: float = Field(1, gt=0)
     use_gpu: bool = False

@@ -243,17 +243,25 @@ def classification_metrics(
 
 @dataclass
 class EarlyStopping:
-    """Stop when the monitored metric has not improved by min_delta for `patience` epochs."""
+    """Stop when the monitored metric has not improved by min_delta for `patience` epochs.
+    mode "max" for scores (F1), "min" for losses."""
 
     patience: int = 3
     min_delta: float = 0.0
-    best: float = -math.inf
+    mode: str = "max"
+    best: float | None = None
     best_epoch: int = -1
     bad_epochs: int = 0
 
     def update(self, value: float, epoch: int) -> bool:
         """Record an epoch's value; True when it is the best so far."""
-        if value > self.best + self.min_delta:
+        if self.best is None:
+            improved = True
+        elif self.mode == "min":
+            improved = value < self.best - self.min_delta
+        else:
+            improved = value > self.best + self.min_delta
+        if improved:
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
             return True
         self.bad_epochs += 1
@@ -263,5 +271,5 @@ class EarlyStopping:
     def should_stop(self) -> bool:
         return self.patience > 0 and self.bad_epochs >= self.patience
 
-    def state(self) -> dict[str, float]:
+    def state(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 PACKAGED_MODEL = "all-minilm-l6-v2"
 LABELS_FILE = "labels.json"
 META_FILE = "meta.json"
+HEAD_MEAN_POOL = "mean_pool"
 
 
 class ModelError(RuntimeError):
@@ -56,7 +57,7 @@ def build_model(base: str, labels: list[str], dropout: float = 0.1) -> tuple[Any
     `base` is a param value (`all-minilm-l6-v2`, a HF id, or a local folder). `dropout` applies to
     the encoder's hidden layers and to the classifier head.
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     if not labels:
         raise ModelError("cannot build a classifier without labels")
@@ -64,20 +65,67 @@ def build_model(base: str, labels: list[str], dropout: float = 0.1) -> tuple[Any
     _quiet_transformers()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-            hidden_dropout_prob=dropout,
-            classifier_dropout=dropout,
-        )
+        config = AutoConfig.from_pretrained(source)
+        if hasattr(config, "hidden_dropout_prob"):
+            config.hidden_dropout_prob = dropout
+        encoder = AutoModel.from_pretrained(source, config=config)
     except OSError as exc:
         raise ModelError(
             f"cannot load base model {base!r} ({source}): {str(exc).splitlines()[0]}. Use "
             f"{PACKAGED_MODEL!r} offline, a local model folder, or a reachable Hugging Face hub."
         ) from exc
-    return model, tokenizer
+    return mean_pool_classifier(encoder, labels, dropout), tokenizer
+
+
+def mean_pool_classifier(encoder: Any, labels: list[str], dropout: float) -> Any:
+    """Encoder -> mean of the token states (padding masked out) -> dropout -> linear head.
+
+    Mean pooling is how all-MiniLM-L6-v2 was trained to embed sentences, so the head starts from
+    meaningful features (frozen embeddings alone score ~0.92 weighted F1 here); fine-tuning
+    measured better than the CLS pooler head with the same recipe."""
+    import torch
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    class MeanPoolClassifier(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            if getattr(encoder, "pooler", None) is not None:
+                encoder.pooler = None  # unused: DDP requires every parameter to get a gradient
+            self.encoder = encoder
+            self.config = encoder.config
+            self.config.ml_head = HEAD_MEAN_POOL
+            self.config.num_labels = len(labels)
+            self.config.id2label = dict(enumerate(labels))
+            self.config.label2id = {label: i for i, label in enumerate(labels)}
+            self.config.classifier_dropout = dropout
+            self.dropout = torch.nn.Dropout(dropout)
+            self.classifier = torch.nn.Linear(encoder.config.hidden_size, len(labels))
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None, **_: Any):
+            states = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask
+            ).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(states.dtype)
+            pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+            return SequenceClassifierOutput(logits=self.classifier(self.dropout(pooled)))
+
+        def save_pretrained(self, directory: str | Path) -> None:
+            from safetensors.torch import save_file
+
+            self.config.save_pretrained(str(directory))
+            tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+            save_file(
+                tensors, str(Path(directory) / "model.safetensors"), metadata={"format": "pt"}
+            )
+
+    return MeanPoolClassifier()
+
+
+def load_weights(model: Any, model_dir: str | Path) -> None:
+    """Load a model dir's model.safetensors into `model` (same architecture), strictly."""
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(Path(model_dir) / "model.safetensors")), strict=True)
 
 
 def save_model(
@@ -147,14 +195,25 @@ class TextClassifier:
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "cpu") -> TextClassifier:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import (
+            AutoConfig,
+            AutoModel,
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+        )
 
         _quiet_transformers()
         model_dir = Path(model_dir)
         meta = read_meta(model_dir)
         labels = json.loads((model_dir / LABELS_FILE).read_text())["labels"]
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+        config = AutoConfig.from_pretrained(str(model_dir))
+        if getattr(config, "ml_head", None) == HEAD_MEAN_POOL:
+            encoder = AutoModel.from_config(config)
+            model = mean_pool_classifier(encoder, labels, config.classifier_dropout or 0.0)
+            load_weights(model, model_dir)
+        else:  # a plain Hugging Face sequence-classification dir
+            model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
         if model.config.num_labels != len(labels):
             raise ModelError(
                 f"{model_dir}: head has {model.config.num_labels} outputs, {LABELS_FILE} lists "

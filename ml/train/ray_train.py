@@ -24,6 +24,7 @@ from ml.io import write_json
 CHECKPOINT_MODEL = "model"
 CHECKPOINT_STATE = "train_state.pt"
 REPORT_ARTIFACT = "train_report.json"
+TRAIN_METRICS_FILE = "train_metrics.json"
 # Test hook: "epoch:step:marker-file". The rank-0 worker raises once at that step of that epoch
 # (the marker file records that it did), to prove recovery from the last checkpoint.
 FAULT_ENV = "ML_TRAIN_INJECT_FAULT"
@@ -107,10 +108,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import torch
     from ray.train import Checkpoint
     from ray.train.torch import prepare_model
-    from safetensors.torch import load_file
 
     from ml.train import loop
-    from ml.train.model import build_model, save_model
+    from ml.train.model import build_model, load_weights, save_model
 
     quiet_ray_data()
     context = ray.train.get_context()
@@ -127,17 +127,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     steps = loop.steps_per_epoch(config["train_rows"] // world, per_worker_batch)
     optimizer = loop.make_optimizer(model, cfg.lr, cfg.weight_decay)
     scheduler = loop.make_scheduler(optimizer, steps * cfg.epochs, cfg.warmup_fraction)
-    stopper = loop.EarlyStopping(config["patience"], config["min_delta"])
+    stopper = loop.EarlyStopping(config["patience"], config["min_delta"], config["metric_mode"])
     start_epoch = 0
     totals = {"train_samples_total": 0.0, "train_seconds_total": 0.0}
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            model.load_state_dict(
-                load_file(str(Path(directory) / CHECKPOINT_MODEL / "model.safetensors")),
-                strict=False,
-            )
+            load_weights(model, Path(directory) / CHECKPOINT_MODEL)
             state = torch.load(Path(directory) / CHECKPOINT_STATE, weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -255,7 +252,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if stopper.should_stop:
             if rank == 0:
                 print(
-                    f"[train] early stop: no {metric} gain for {stopper.patience} epochs",
+                    f"[train] early stop: {metric} not better for {stopper.patience} epochs",
                     flush=True,
                 )
             break
@@ -418,6 +415,7 @@ def _worker_config(
         "patience": train.early_stopping_patience,
         "min_delta": train.early_stopping_min_delta,
         "metric": train.metric,
+        "metric_mode": train.metric_mode,
         "inject_fault": os.environ.get(FAULT_ENV) or None,
         "model_meta": {
             "base_model": model.base,
@@ -459,7 +457,7 @@ def make_trainer(
             checkpoint_config=CheckpointConfig(
                 num_to_keep=train.checkpoints_to_keep,
                 checkpoint_score_attribute=train.metric,
-                checkpoint_score_order="max",
+                checkpoint_score_order=train.metric_mode,
             ),
             failure_config=FailureConfig(max_failures=train.max_failures),
             callbacks=callbacks or None,
@@ -485,17 +483,42 @@ def install_model_dir(source: Path, target: Path) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def write_train_reports(settings: Settings, report: dict[str, Any]) -> None:
+    """reports/train.json (the full record) and, beside it, train_metrics.json: the best
+    epoch's validation metrics, small enough for `dvc metrics diff` to read well."""
+    report_path = settings.path(settings.train.report)
+    write_json(report_path, report)
+    keep = ("val_f1", "val_f1_macro", "val_accuracy", "val_loss", "train_loss", "epoch")
+    metrics = {key: report["metrics"][key] for key in keep if key in report["metrics"]}
+    metrics.update(duration_s=report["duration_s"], samples_per_s=report["samples_per_s"])
+    write_json(report_path.with_name(TRAIN_METRICS_FILE), metrics)
+
+
+def check_base_model(base: str) -> str:
+    """The loadable source of the base model, checked here so a bad name fails in one line
+    before any worker starts (a worker failing to load it would only be retried)."""
+    from transformers import AutoConfig
+
+    from ml.train.model import ModelError, resolve_base_model
+
+    source = resolve_base_model(base)
+    try:
+        AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"cannot load base model {base!r} ({source}): {str(exc).splitlines()[0]}. Use "
+            "'all-minilm-l6-v2' offline, a local model folder, or a reachable Hugging Face hub."
+        ) from exc
+    return source
+
+
 def run_training(settings: Settings, options: TrainOptions | None = None) -> TrainResult:
     """Train with Ray Train, track in MLflow, install the best model; see the module doc."""
     options = options or TrainOptions()
     started = time.perf_counter()
     paths = split_paths(settings)
     labels = json.loads(paths["labels"].read_text())["labels"]
-    from ml.train.model import ModelError, resolve_base_model
-
-    base_source = resolve_base_model(settings.model.base)
-    if settings.model.base.lower() == "all-minilm-l6-v2" and not Path(base_source).is_dir():
-        raise ModelError(f"packaged model folder {base_source} is missing")
+    base_source = check_base_model(settings.model.base)
 
     train_settings = settings.train
     num_workers = options.num_workers or train_settings.num_workers
@@ -580,7 +603,7 @@ def run_training(settings: Settings, options: TrainOptions | None = None) -> Tra
             ) from exc
         metric = train_settings.metric
         best = (
-            result.get_best_checkpoint(metric=metric, mode="max")
+            result.get_best_checkpoint(metric=metric, mode=train_settings.metric_mode)
             if hasattr(result, "get_best_checkpoint")
             else None
         )
@@ -588,7 +611,8 @@ def run_training(settings: Settings, options: TrainOptions | None = None) -> Tra
             pair for pair in (result.best_checkpoints or []) if pair[1].get(metric) is not None
         ]
         if best is None and best_pairs:
-            best = max(best_pairs, key=lambda pair: pair[1][metric])[0]
+            pick = min if train_settings.metric_mode == "min" else max
+            best = pick(best_pairs, key=lambda pair: pair[1][metric])[0]
         if best is None:
             raise TrainError(f"run {run_name!r} finished without a checkpoint")
         best_metrics = next((m for c, m in best_pairs if c.path == best.path), result.metrics or {})
@@ -641,7 +665,7 @@ def run_training(settings: Settings, options: TrainOptions | None = None) -> Tra
             "tracking_uri": tracking_uri,
             "epochs_run": int(last.get("epoch", 0)),
         }
-        write_json(report_path, report)
+        write_train_reports(settings, report)
         mlflow.log_dict(report, REPORT_ARTIFACT)
     return TrainResult(
         run.info.run_id,

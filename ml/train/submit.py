@@ -14,8 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from ml.config import Settings
-from ml.io import write_json
-from ml.train.ray_train import REPORT_ARTIFACT, TrainError, TrainOptions, check_ray_address
+from ml.train.ray_train import (
+    REPORT_ARTIFACT,
+    TrainError,
+    TrainOptions,
+    check_ray_address,
+    write_train_reports,
+)
 
 # Never upload these: environments, caches, raw data and outputs the job recreates.
 UPLOAD_EXCLUDES = [
@@ -68,6 +73,7 @@ def submit_training(
     import asyncio
     import os
 
+    import ml
     from ml.train.tracking import resolve_tracking_uri
 
     address = options.address or settings.ray.address
@@ -97,8 +103,11 @@ def submit_training(
             env_vars[name] = os.environ[name]
     job_id = client.submit_job(
         entrypoint=job_command(params_file, options, params_override),
+        # The project (params, splits) as working_dir and this `ml` package beside it, so the
+        # cluster runs the same code without a rebuilt image.
         runtime_env={
             "working_dir": str(settings.root),
+            "py_modules": [str(Path(ml.__file__).resolve().parent)],
             "excludes": UPLOAD_EXCLUDES,
             "env_vars": env_vars,
         },
@@ -160,5 +169,5 @@ def fetch_outputs(settings: Settings, tracking_uri: str, run_name: str) -> dict[
         install_model_dir(Path(model_src), model_dir)
     report["model_dir"] = str(model_dir)
     report["submitted"] = True
-    write_json(settings.path(settings.train.report), report)
+    write_train_reports(settings, report)
     return report

@@ -173,7 +173,7 @@ def run_tune(
             param_space=search_space(settings),
             tune_config=tune.TuneConfig(
                 metric=metric,
-                mode="max",
+                mode=settings.train.metric_mode,
                 num_samples=num_samples or settings.tune.num_samples,
                 max_concurrent_trials=settings.tune.max_concurrent_trials,
                 scheduler=ASHAScheduler(
@@ -190,7 +190,7 @@ def run_tune(
         if not scored:
             errors = [str(r.error).splitlines()[0] for r in results if r.error]
             raise TuneError(f"no trial reported {metric}; errors: {errors[:3]}")
-        best = results.get_best_result(metric=metric, mode="max", scope="all")
+        best = results.get_best_result(metric=metric, mode=settings.train.metric_mode, scope="all")
         best_value = float(best.metrics[metric])
         out_path = output or settings.path(settings.tune.output)
         with atomic_path(Path(out_path)) as tmp:
