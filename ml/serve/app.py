@@ -82,6 +82,16 @@ def _replica_id() -> str:
         return f"{os.uname().nodename}-{os.getpid()}"
 
 
+def _assigned_cpus() -> int:
+    """CPUs Ray reserved for this replica (deployment options may override params.yaml)."""
+    try:
+        import ray
+
+        return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    except Exception:
+        return 1
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
@@ -127,8 +137,8 @@ class TagClassifier:
         self.config = dict(config)
         self.tracking_uri: str | None = config.get("tracking_uri")
         self.limits = Limits(**config.get("limits", {}))
-        self.device: str | None = config.get("device")
-        self.torch_threads: int = int(config.get("torch_threads") or 1)
+        self.device: str | None = config.get("device")  # None: cuda when Ray gave it a GPU
+        self.torch_threads: int = int(config.get("torch_threads") or _assigned_cpus())
         token_env = config.get("auth_token_env") or ""
         # The token itself only ever comes from the environment (a Kubernetes secret, a shell).
         self.token: str | None = (os.environ.get(token_env) or None) if token_env else None
@@ -353,13 +363,14 @@ def replica_config(settings: "Settings") -> dict[str, Any]:
 
     s = settings.serve
     log_dir = resolve_log_dir(settings.path(s.prediction_log_dir))
-    threads = s.torch_threads or max(1, int(s.num_cpus_per_replica))
     return {
         "tracking_uri": tracking_uri(settings),
         "prediction_log_dir": str(Path(log_dir).resolve()),
         "auth_token_env": s.auth_token_env,
-        "torch_threads": threads,
-        "device": "cuda" if s.num_gpus_per_replica > 0 else "cpu",
+        # 0: the replica's own CPU reservation; device None: cuda when Ray assigned a GPU (Ray
+        # hides the GPUs of other actors), so a `num_gpus` override in a Serve config suffices.
+        "torch_threads": s.torch_threads,
+        "device": None,
         "limits": {
             "max_text_chars": s.max_text_chars,
             "max_batch_items": s.max_batch_items,

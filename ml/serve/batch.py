@@ -80,11 +80,14 @@ def _read(path: Path) -> Any:
 
     if not path.exists():
         raise BatchInputError(f"batch input {path} does not exist")
+    # Reading is I/O: a zero-CPU reservation lets reads run even when the model actors (and,
+    # on a small machine, a Serve replica) hold every CPU; otherwise the pipeline stalls.
+    read_args = {"num_cpus": 0}
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return ray.data.read_csv(str(path))
+        return ray.data.read_csv(str(path), **read_args)
     if suffix in (".parquet", ".pq") or path.is_dir():
-        return ray.data.read_parquet(str(path))
+        return ray.data.read_parquet(str(path), **read_args)
     raise BatchInputError(f"batch input {path}: use a {', '.join(SUPPORTED)} file")
 
 

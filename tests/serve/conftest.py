@@ -1,0 +1,96 @@
+"""Fixtures for the serving tests: a small real model registered in a throwaway MLflow store."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import shared_data_dir
+
+MODEL_NAME = "tag-classifier"
+GIT_SHA = "0123456789abcdef0123456789abcdef01234567"
+
+os.environ.pop("ML_PREDICTION_LOG_DIR", None)
+
+
+def build_small_model(out_dir: Path, steps: int = 60, seed: int = 0) -> Path:
+    """The packaged MiniLM-L6 with a head trained for a few steps on a few dozen real rows.
+
+    Only the head learns, on the features it receives (captured with a forward hook, so this
+    works whatever pooling the model uses): one encoder pass in all, seconds on 2 cores."""
+    import pandas as pd
+    import torch
+
+    from ml.data.text import combine_text
+    from ml.train.model import build_model, save_model
+
+    torch.manual_seed(seed)
+    data = pd.read_csv(shared_data_dir() / "madewithml" / "dataset.csv")
+    sample = data.groupby("tag", group_keys=False).head(8).reset_index(drop=True)
+    labels = sorted(data["tag"].unique())
+    model, tokenizer = build_model("all-minilm-l6-v2", labels)
+    texts = combine_text(sample, ["title", "description"]).tolist()
+    target = torch.tensor([labels.index(t) for t in sample["tag"]])
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    captured: list[torch.Tensor] = []
+    hook = model.classifier.register_forward_hook(
+        lambda _m, inputs, _out: captured.append(inputs[0].detach())
+    )
+    model.eval()
+    with torch.no_grad():
+        model(**batch)
+    hook.remove()
+    optimizer = torch.optim.AdamW(model.classifier.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(model.classifier(captured[0]), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    save_model(
+        model, tokenizer, labels, out_dir, 32, extra={"text_columns": ["title", "description"]}
+    )
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_small_model(tmp_path_factory.mktemp("serve-model") / "model")
+
+
+@dataclass(frozen=True)
+class Registry:
+    tracking_uri: str
+    versions: list[str]
+
+
+def register_versions(root: Path, model_dir: Path, count: int = 2) -> Registry:
+    """Log `model_dir` once as the pyfunc model and register it `count` times (versions 1..n)
+    with the tags `ml registry register` writes; version 1 becomes champion."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from ml.train.pyfunc import log_pyfunc_model
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    mlflow.set_experiment("serve-test")
+    with mlflow.start_run():
+        model_uri = log_pyfunc_model(model_dir)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    versions = []
+    for i in range(count):
+        tags = {"git_sha": GIT_SHA, "metric.f1_weighted": f"{0.5 + i / 100:.6f}"}
+        versions.append(str(mlflow.register_model(model_uri, MODEL_NAME, tags=tags).version))
+    client.set_registered_model_alias(MODEL_NAME, "champion", versions[0])
+    return Registry(uri, versions)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
