@@ -77,7 +77,27 @@ def pip_requirements() -> list[str]:
     return requirements
 
 
-def log_pyfunc_model(model_dir: Path, input_example: pd.DataFrame | None = None) -> str:
+def model_signature(model_dir: Path) -> Any:
+    """Input: a `text` column or the text columns, each optional (either form is accepted);
+    output: label, confidence and one probability column per label."""
+    import json
+
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    meta = json.loads((Path(model_dir) / "meta.json").read_text())
+    text_columns = list(meta.get("text_columns") or DEFAULT_TEXT_COLUMNS)
+    inputs = Schema(
+        [ColSpec("string", name, required=False) for name in [TEXT_COLUMN, *text_columns]]
+    )
+    outputs = Schema(
+        [ColSpec("string", "label"), ColSpec("double", "confidence")]
+        + [ColSpec("double", f"prob_{label}") for label in meta["labels"]]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def log_pyfunc_model(model_dir: Path) -> str:
     """Log the model dir as `model` in the active run; returns the model URI (runs:/<id>/model)."""
     import ml
 
@@ -89,7 +109,7 @@ def log_pyfunc_model(model_dir: Path, input_example: pd.DataFrame | None = None)
         artifacts={MODEL_ARTIFACT: str(model_dir)},
         code_paths=[str(package_dir)],
         pip_requirements=pip_requirements(),
-        input_example=input_example,
+        signature=model_signature(model_dir),
     )
     run = mlflow.active_run()
     return f"runs:/{run.info.run_id}/model" if run else info.model_uri

@@ -632,8 +632,7 @@ def run_training(settings: Settings, options: TrainOptions | None = None) -> Tra
         mlflow.log_metrics({**final, "duration_s": duration, "samples_per_s": samples_per_s})
         from ml.train.pyfunc import log_pyfunc_model
 
-        example = frames["val"][["text"]].head(2)
-        model_uri = log_pyfunc_model(model_dir, input_example=example)
+        model_uri = log_pyfunc_model(model_dir)
         mlflow.log_dict(json.loads((model_dir / "labels.json").read_text()), "labels.json")
         report_path = settings.path(train_settings.report)
         report = {
