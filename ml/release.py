@@ -103,6 +103,16 @@ def endpoint_url(settings: Settings, deployed_url: str) -> str:
     return (os.environ.get("ML_SERVE_URL") or deployed_url).rstrip("/")
 
 
+def _withdraw_first_champion(settings: Settings, version: str, reason: str) -> None:
+    """Undo a first-ever promotion: production had no champion, so it gets none again."""
+    from ml.registry import CHAMPION, client, record_event
+
+    registry = client(settings)
+    name = settings.mlflow.registered_model
+    registry.delete_registered_model_alias(name, CHAMPION)
+    record_event(registry, name, version, "withdraw", CHAMPION, reason)
+
+
 def release(
     settings: Settings,
     tag: str,
@@ -132,8 +142,13 @@ def release(
         checks = smoke(url, version, token)
     except Exception as exc:  # any failure after the promotion must restore production
         message = f"release {tag} of version {version} failed: {exc}"
-        if previous is None or previous == version:
-            raise ReleaseError(f"{message}; no earlier champion to roll back to") from exc
+        if previous == version:
+            raise ReleaseError(f"{message}; it was already the champion") from exc
+        if previous is None:
+            _withdraw_first_champion(settings, version, f"release {tag} failed: {exc}"[:500])
+            raise ReleaseError(
+                f"{message}; champion alias removed (there was none before)"
+            ) from exc
         rollback(settings, f"release {tag} failed: {exc}"[:500])
         try:
             url = endpoint_url(settings, deploy(settings, previous))
