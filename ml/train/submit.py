@@ -162,9 +162,16 @@ def fetch_outputs(settings: Settings, tracking_uri: str, run_name: str) -> dict[
             run_id=run_id, artifact_path=REPORT_ARTIFACT, dst_path=tmp
         )
         report = json.loads(Path(report_file).read_text())
-        model_src = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="model/artifacts/model_dir", dst_path=tmp
+        # MLflow 3 stores a logged model apart from the run's files; resolve it via runs:/.
+        model_root = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"runs:/{run_id}/model", dst_path=f"{tmp}/model"
+            )
         )
+        metas = sorted(model_root.rglob("meta.json"))
+        if not metas:
+            raise TrainError(f"MLflow run {run_id} has no model dir in its logged model")
+        model_src = metas[0].parent
         model_dir = settings.path(settings.model.dir).resolve()
         install_model_dir(Path(model_src), model_dir)
     report["model_dir"] = str(model_dir)

@@ -1,0 +1,198 @@
+"""Real training runs on a few dozen Made-With-ML rows: Ray Train with 2 CPU workers, MLflow
+(a real `mlflow server`), checkpoints, fault recovery, and a Ray Job on a two-node cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.train.conftest import RayCluster, cli_env
+from tests.train.project import make_project
+
+pytestmark = pytest.mark.slow
+ML = [sys.executable, "-m", "ml.cli"]
+
+
+def run_ml(args: list[str], cwd: Path, timeout: float = 420, **env: str):
+    return subprocess.run(
+        [*ML, *args],
+        cwd=cwd,
+        env=cli_env(PYTHONUNBUFFERED="1", **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def texts_of(project: Path, split: str) -> list[str]:
+    from ml.data.text import combine_text
+
+    frame = pd.read_csv(project / "data" / "splits" / f"{split}.csv")
+    return combine_text(frame, ["title", "description"]).tolist()
+
+
+def test_tiny_run_tracks_to_mlflow_server_and_model_round_trips(tmp_path, mlflow_server):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ml.train.model import TextClassifier
+
+    make_project(tmp_path, epochs=2, tracking_uri=mlflow_server)
+    done = run_ml(["--params", "params.yaml", "train", "--run-name", "tiny"], tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    console = done.stdout + done.stderr
+    assert "epoch 1/2" in console and "epoch 2/2" in console  # per-epoch progress lines
+
+    report = json.loads((tmp_path / "reports" / "train.json").read_text())
+    assert report["model_uri"] == f"runs:/{report['run_id']}/model"
+    assert report["resources"] == {"num_workers": 2, "use_gpu": False, "cpus_per_worker": 1.0}
+    assert report["samples_per_s"] > 0 and report["duration_s"] > 0
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    run = client.get_run(report["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.max_length"] == "24"
+    assert run.data.params["train.num_workers"] == "2"
+    for tag in ("git_sha", "params_hash", "data_sha256.train.csv", "system.torch"):
+        assert tag in run.data.tags, tag
+    losses = [m.value for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert len(losses) == 2 and losses[1] < losses[0]  # it learns
+    assert len(client.get_metric_history(run.info.run_id, "val_f1")) == 2
+
+    # The model dir, the MLflow pyfunc model and the best checkpoint agree on predictions.
+    texts = texts_of(tmp_path, "test")
+    local = TextClassifier.load(report["model_dir"])
+    probabilities = local.predict_proba(texts)
+    assert probabilities.shape == (len(texts), 4)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+    checkpoint = TextClassifier.load(Path(report["checkpoint"]) / "model")
+    np.testing.assert_allclose(checkpoint.predict_proba(texts), probabilities, atol=1e-5)
+
+    mlflow.set_tracking_uri(mlflow_server)
+    pyfunc = mlflow.pyfunc.load_model(report["model_uri"])
+    frame = pd.read_csv(tmp_path / "data" / "splits" / "test.csv")
+    served = pyfunc.predict(frame[["title", "description"]])
+    assert list(served.columns[:2]) == ["label", "confidence"]
+    np.testing.assert_allclose(
+        served[[f"prob_{label}" for label in local.labels]].to_numpy(), probabilities, atol=1e-5
+    )
+    assert served["label"].tolist() == [p["label"] for p in local.predict(texts)]
+    by_text = pyfunc.predict(pd.DataFrame({"text": texts}))
+    assert by_text["label"].tolist() == served["label"].tolist()
+
+
+def test_worker_fault_mid_epoch_recovers_from_checkpoint(tmp_path):
+    make_project(tmp_path, epochs=2, rows_per_class=6, val_per_class=2)
+    marker = tmp_path / "fault-injected"
+    done = run_ml(
+        ["--params", "params.yaml", "train", "--run-name", "faulty"],
+        tmp_path,
+        ML_TRAIN_INJECT_FAULT=f"1:1:{marker}",
+    )
+    console = done.stdout + done.stderr
+    assert done.returncode == 0, console[-4000:]
+    assert marker.is_file(), "the fault was never injected"
+    assert "injected worker fault at epoch 1 step 1" in console
+    assert "resumed from checkpoint after epoch 1" in console
+    report = json.loads((tmp_path / "reports" / "train.json").read_text())
+    assert report["epochs_run"] == 2
+    assert (Path(report["model_dir"]) / "model.safetensors").is_file()
+
+
+def test_rerun_with_same_name_resumes_instead_of_restarting(tmp_path):
+    make_project(tmp_path, epochs=1, rows_per_class=4, val_per_class=2, num_workers=1)
+    first = run_ml(["--params", "params.yaml", "train", "--run-name", "again"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = run_ml(
+        ["--params", "params.yaml", "train", "--run-name", "again", "--epochs", "2"], tmp_path
+    )
+    console = again.stdout + again.stderr
+    assert again.returncode == 0, console[-3000:]
+    assert "resumed from checkpoint after epoch 1" in console
+    assert "epoch 1/2" not in console and "epoch 2/2" in console
+
+
+def test_submit_to_two_node_cluster_and_bad_address_fails_fast(
+    tmp_path, ray_cluster: RayCluster, monkeypatch
+):
+    project = tmp_path / "project"
+    project.mkdir()
+    make_project(project, epochs=1, rows_per_class=4, val_per_class=2)
+    storage = tmp_path / "shared-storage"
+    done = run_ml(
+        [
+            "--params",
+            "params.yaml",
+            "train",
+            "--submit",
+            "--address",
+            ray_cluster.jobs_address,
+            "--run-name",
+            "submitted",
+            "--storage-path",
+            str(storage),
+        ],
+        project,
+    )
+    console = done.stdout + done.stderr
+    assert done.returncode == 0, console[-4000:]
+    assert "submitted Ray job" in console and "epoch 1/1" in console  # logs were streamed
+    report = json.loads((project / "reports" / "train.json").read_text())
+    assert report["submitted"] is True
+    assert (project / "models" / "model" / "model.safetensors").is_file()
+    assert any(storage.glob("submitted/checkpoint_*"))
+
+    import ray
+
+    # Both nodes were alive (2 x 1 CPU); the 2 DDP workers needed both of them.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    ray.init(address=ray_cluster.gcs_address)
+    try:
+        alive = [node for node in ray.nodes() if node["Alive"]]
+        assert len(alive) == 2
+    finally:
+        ray.shutdown()
+
+    started = time.monotonic()
+    bad = run_ml(
+        ["--params", "params.yaml", "train", "--submit", "--address", "http://127.0.0.1:9"],
+        project,
+        timeout=120,
+    )
+    assert bad.returncode != 0
+    assert "Traceback" not in bad.stderr
+    assert "cannot reach" in bad.stderr and "127.0.0.1:9" in bad.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_unreachable_cluster_and_missing_splits_are_one_line_errors(tmp_path):
+    make_project(tmp_path)
+    bad = run_ml(
+        ["--params", "params.yaml", "train", "--address", "127.0.0.1:9"], tmp_path, timeout=120
+    )
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "cannot reach the Ray cluster at 127.0.0.1:9" in bad.stderr
+    (tmp_path / "data" / "splits" / "train.csv").unlink()
+    missing = run_ml(["--params", "params.yaml", "train"], tmp_path, timeout=120)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert "run `ml data split` first" in missing.stderr
+
+
+def test_import_cli_stays_light():
+    code = (
+        "import sys, ml.cli; "
+        "print(sorted(m for m in ('ray', 'torch', 'mlflow', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, check=True
+    )
+    assert out.stdout.strip() == "[]"
