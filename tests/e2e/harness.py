@@ -1,0 +1,232 @@
+"""Run the real workflow files under act on this machine: a repository copy, a prepared runner
+venv, a two-node Ray cluster. Used by the e2e tests and by benchmarks/pr_loop.py."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.conftest import BIN_DIR, REPO_ROOT, shared_data_dir
+from tests.train.conftest import end_sessions, free_port, test_env
+
+# Remote actions that act resolves before a job starts even though their steps are skipped
+# under act (`if: !env.ACT`): each is mapped to a stub that would fail if it ever ran.
+REMOTE_ACTIONS = [
+    "actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065",
+    "actions/upload-artifact@ea165f8d65b6e75b540449e92b4886f43607fa02",
+    "actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093",
+    "actions/upload-pages-artifact@56afc609e74202658d3ffba0e8f6dda462b719fa",
+    "actions/deploy-pages@d6db90164ac5ed86f2b6aed7e0febac5b3c0c03e",
+]
+STUB_ACTION = (
+    "name: stub\ndescription: stands in for a remote action skipped under act\n"
+    "runs:\n  using: composite\n  steps:\n"
+    "    - shell: bash\n      run: echo 'remote action ran under act' >&2; exit 1\n"
+)
+
+
+@dataclass
+class Cluster:
+    address: str
+    sessions: set[int]
+
+
+@contextlib.contextmanager
+def ray_cluster(logs: Path) -> Iterator[Cluster]:
+    """`ray start --head` plus a worker node on loopback, 1 CPU each: the cluster the
+    self-hosted runner sits on. Stops exactly the processes it started."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="re", dir="/tmp"))  # short: socket path limits
+    port = free_port()
+    sessions: set[int] = set()
+
+    def start(name: str, *args: str) -> None:
+        with (logs / f"ray-{name}.log").open("w") as log:
+            process = subprocess.Popen(
+                [str(BIN_DIR / "ray"), "start", *args, "--num-cpus", "1", "--num-gpus", "0",
+                 "--node-ip-address", "127.0.0.1", "--temp-dir", str(temp_dir),
+                 "--dashboard-agent-listen-port", str(free_port()),
+                 "--dashboard-agent-grpc-port", str(free_port()),
+                 "--metrics-export-port", str(free_port()),
+                 "--runtime-env-agent-port", str(free_port()), "--disable-usage-stats"],
+                stdout=log, stderr=subprocess.STDOUT, env=test_env(), start_new_session=True,
+            )  # fmt: skip
+        sessions.add(process.pid)
+        if process.wait(timeout=180) != 0:
+            raise RuntimeError(
+                f"ray start {name} failed:\n{(logs / f'ray-{name}.log').read_text()}"
+            )
+
+    try:
+        start("head", "--head", "--port", str(port), "--include-dashboard", "false",
+              "--ray-client-server-port", str(free_port()))  # fmt: skip
+        start("worker", "--address", f"127.0.0.1:{port}")
+        yield Cluster(f"127.0.0.1:{port}", sessions)
+    finally:
+        end_sessions(sessions)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mlflow_server(store: Path) -> Iterator[str]:
+    """A real `mlflow server` (SQLite backend, proxied artifacts) on a free loopback port, as a
+    runner's jobs would share: artifacts outlive the job's checkout."""
+    store.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    with (store / "server.log").open("w") as log:
+        process = subprocess.Popen(
+            [str(BIN_DIR / "mlflow"), "server", "--backend-store-uri",
+             f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination",
+             str(store / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, env=test_env(), start_new_session=True,
+        )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log_text = (store / "server.log").read_text()
+                    raise RuntimeError(f"mlflow server failed: {log_text}") from None
+                time.sleep(0.5)
+        yield uri
+    finally:
+        end_sessions({process.pid})
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", *args],
+        cwd=repo, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+
+
+@dataclass
+class ActRepo:
+    root: Path
+    venv: Path
+    stub: Path
+    mlflow_uri: str
+    serve_port: int
+
+
+def tiny_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A smoke-sized model: what a PR that shrinks training looks like."""
+    params["model"]["max_length"] = 16
+    params["train"].update(epochs=1, num_workers=2, early_stopping_patience=0)
+    # One epoch at 16 tokens is a smoke test, not a candidate: the no-champion floors are low
+    # and the behavioural checks are reported but not required.
+    params["gate"]["floors"] = {"accuracy": 0.2, "f1_weighted": 0.1, "f1_macro": 0.05}
+    params["gate"]["min_behavioural_pass_rate"] = 0.0
+    return params
+
+
+def build_act_repo(
+    base: Path, mlflow_uri: str, adjust: Callable[[dict], dict] = lambda p: p
+) -> ActRepo:
+    """A git repository holding this working tree (tracked and untracked-not-ignored files)
+    with `adjust`ed params committed, plus the runner's venv with `make setup` already done
+    (as a self-hosted runner keeps one)."""
+    root = base / "repo"
+    root.mkdir(parents=True)
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT, check=True, capture_output=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, files):
+        source = REPO_ROOT / name
+        if source.is_file() and name != "dvc.lock":
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / name)
+    serve_port = free_port()
+    params = adjust(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()))
+    params["serve"].update(host="127.0.0.1", port=serve_port, num_cpus_per_replica=0.5)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # The DVC remote is shared storage outside any checkout, as on a real runner.
+    dvc_config = (root / ".dvc/config").read_text()
+    (root / ".dvc/config").write_text(
+        dvc_config.replace("url = ../.dvc-storage", f"url = {base / 'dvc-remote'}")
+    )
+    git(root, "init", "-q", "-b", "main")
+    # act derives github.repository from the origin remote; PR jobs compare it with the head repo.
+    git(root, "remote", "add", "origin", "https://github.com/owner/ml.git")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "a pull request")
+
+    # The runner's venv: the project's dependencies from this venv (a .pth file), this
+    # repository installed editable on top.
+    venv = base / "venv"
+    base_python = Path(sys.base_prefix) / "bin" / "python3"
+    subprocess.run([str(base_python), "-m", "venv", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    base_site = next((BIN_DIR.parent / "lib").glob("python3*/site-packages"))
+    (site / "_project_deps.pth").write_text(f"{base_site}\n")
+    subprocess.run(
+        [str(venv / "bin/python"), "-m", "pip", "install", "-q", "--no-deps",
+         "--no-build-isolation", "-e", str(root)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    # act copies the tree (fresh mtimes) before `make setup` runs: mark the install as newer.
+    subprocess.run(["touch", "-d", "+1 hour", str(venv / ".installed")], check=True)
+
+    stub = base / "remote-action-stub"
+    stub.mkdir()
+    (stub / "action.yml").write_text(STUB_ACTION)
+    return ActRepo(root, venv, stub, mlflow_uri, serve_port)
+
+
+def pr_event(repo: ActRepo, number: int = 7) -> dict[str, Any]:
+    return {
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "head": {"ref": "a-change", "sha": git(repo.root, "rev-parse", "HEAD"),
+                     "repo": {"full_name": "owner/ml"}},
+            "base": {"ref": "main", "repo": {"full_name": "owner/ml"}},
+        },
+        "repository": {"full_name": "owner/ml", "name": "ml", "owner": {"login": "owner"}},
+    }  # fmt: skip
+
+
+def tag_event(repo: ActRepo, tag: str) -> dict[str, Any]:
+    sha = git(repo.root, "rev-parse", "HEAD")
+    return {"ref": f"refs/tags/{tag}", "after": sha, "repository": {"full_name": "owner/ml"}}
+
+
+def run_act(
+    repo: ActRepo, cluster: Cluster, event: str, workflow: str, payload: dict[str, Any],
+    timeout: float = 1800,
+) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """act EVENT on one workflow file, host mode (.actrc), with the cluster's addresses as the
+    repository variables a real runner would have. The log is kept beside the repo."""
+    event_file = repo.root.parent / f"{event}.json"
+    event_file.write_text(json.dumps(payload))
+    args = [str(BIN_DIR / "act"), event, "-W", f".github/workflows/{workflow}",
+            "--eventpath", str(event_file),
+            "--env", f"VENV={repo.venv}",
+            "--var", f"RAY_ADDRESS={cluster.address}",
+            "--var", f"MLFLOW_TRACKING_URI={repo.mlflow_uri}",
+            "--var", f"ML_DATA_MIRROR={shared_data_dir() / 'madewithml'}",
+            "--var", f"ML_SERVE_URL=http://127.0.0.1:{repo.serve_port}"]  # fmt: skip
+    for action in REMOTE_ACTIONS:
+        args += ["--local-repository", f"{action}={repo.stub}"]
+    env = test_env(PATH=f"{repo.venv / 'bin'}:{test_env()['PATH']}")
+    result = subprocess.run(args, cwd=repo.root, env=env, capture_output=True, text=True,
+                            timeout=timeout)  # fmt: skip
+    (repo.root.parent / f"act-{workflow}-{event}.log").write_text(result.stdout + result.stderr)
+    return result
