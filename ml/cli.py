@@ -146,8 +146,10 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="epochs (train.epochs)")] = None,
     address: Annotated[
         str | None,
-        typer.Option(help="Ray cluster address (default: $RAY_ADDRESS, ray.address, or local); "
-                     "with --submit the Jobs API URL, e.g. http://127.0.0.1:8265"),
+        typer.Option(
+            help="Ray cluster address (default: $RAY_ADDRESS, ray.address, or local); "
+            "with --submit the Jobs API URL, e.g. http://127.0.0.1:8265"
+        ),
     ] = None,
     submit: Annotated[
         bool, typer.Option("--submit", help="run as a Ray Job on the cluster at --address")
@@ -174,9 +176,15 @@ def train(
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     cfg = _train_settings(params_override)
-    options = TrainOptions(num_workers=workers, epochs=epochs, address=address,
-                           run_name=run_name, storage_path=storage_path, use_gpu=gpu,
-                           max_rows=max_rows)
+    options = TrainOptions(
+        num_workers=workers,
+        epochs=epochs,
+        address=address,
+        run_name=run_name,
+        storage_path=storage_path,
+        use_gpu=gpu,
+        max_rows=max_rows,
+    )
     if submit:
         from ml.config import params_path
         from ml.train.submit import submit_training
@@ -187,8 +195,12 @@ def train(
         from ml.train.ray_train import run_training
 
         result = run_stage(run_training, cfg, options)
-        report = {"run_id": result.run_id, "model_dir": result.model_dir,
-                  "metrics": result.metrics, "duration_s": result.duration_s}
+        report = {
+            "run_id": result.run_id,
+            "model_dir": result.model_dir,
+            "metrics": result.metrics,
+            "duration_s": result.duration_s,
+        }
     best = report["metrics"]
     typer.secho(
         f"trained: val_f1 {best.get('val_f1', float('nan')):.4f} (epoch {best.get('epoch')}) in "
@@ -343,17 +355,39 @@ def registry_show(
     aliases = ", ".join(f"{a} -> v{v}" for a, v in sorted(info["aliases"].items())) or "none"
     console = Console()
     console.print(f"[bold]{info['name']}[/bold] ({info['tracking_uri']}); aliases: {aliases}")
-    versions = Table("version", "aliases", "gate", "F1 (weighted)", "git sha", "branch", "PR",
-                     "created", title="versions")
+    versions = Table(
+        "version",
+        "aliases",
+        "gate",
+        "F1 (weighted)",
+        "git sha",
+        "branch",
+        "PR",
+        "created",
+        title="versions",
+    )
     for row in info["versions"]:
-        versions.add_row(row["version"], ", ".join(row["aliases"]), row["gate"],
-                         row["f1_weighted"], row["git_sha"], row["branch"], row["pr"],
-                         row["created"])
+        versions.add_row(
+            row["version"],
+            ", ".join(row["aliases"]),
+            row["gate"],
+            row["f1_weighted"],
+            row["git_sha"],
+            row["branch"],
+            row["pr"],
+            row["created"],
+        )
     console.print(versions)
     history = Table("when", "action", "alias", "version", "who", "why", title="alias history")
     for event in info["history"]:
-        history.add_row(event.get("when", ""), event.get("action", ""), event.get("alias", ""),
-                        str(event.get("version", "")), event.get("who", ""), event.get("why", ""))
+        history.add_row(
+            event.get("when", ""),
+            event.get("action", ""),
+            event.get("alias", ""),
+            str(event.get("version", "")),
+            event.get("who", ""),
+            event.get("why", ""),
+        )
     console.print(history)
 
 
@@ -392,16 +426,20 @@ def registry_rollback(
     from ml.registry import rollback
 
     move = run_mlflow_stage(rollback, settings(), reason)
-    typer.secho(f"{move.name}: champion v{move.previous} -> v{move.version} (rolled back)",
-                fg=typer.colors.GREEN)
+    typer.secho(
+        f"{move.name}: champion v{move.previous} -> v{move.version} (rolled back)",
+        fg=typer.colors.GREEN,
+    )
 
 
 @report_app.command("pr")
 def report_pr(
     base: Annotated[
         str | None,
-        typer.Option(help="git revision for the params diff (default: origin/$GITHUB_BASE_REF, "
-                     "else report.base_rev)"),
+        typer.Option(
+            help="git revision for the params diff (default: origin/$GITHUB_BASE_REF, "
+            "else report.base_rev)"
+        ),
     ] = None,
 ) -> None:
     """Render reports/pr_comment.md: the body of the sticky PR comment."""
@@ -410,8 +448,6 @@ def report_pr(
     cfg = settings()
     path = run_stage(write_pr_comment, cfg, base)
     typer.echo(f"PR comment: {path} ({len(path.read_text(encoding='utf-8'))} characters)")
-
-
 
 
 MODEL_URI_HELP = (
@@ -466,7 +502,7 @@ def serve_cmd(
 def predict(
     args: Annotated[
         list[str],
-        typer.Argument(help='TEXT... to classify, or `batch INPUT OUTPUT` for a CSV/Parquet file'),
+        typer.Argument(help="TEXT... to classify, or `batch INPUT OUTPUT` for a CSV/Parquet file"),
     ],
     model: Annotated[
         str | None,
@@ -502,7 +538,9 @@ def predict(
     from ml.registry import tracking_uri
 
     classifier, info = run_mlflow_stage(
-        load_classifier, default_model_uri(cfg) if model is None else model, tracking_uri(cfg),
+        load_classifier,
+        default_model_uri(cfg) if model is None else model,
+        tracking_uri(cfg),
         cfg.serve.quantize,
     )
     for text, result in zip(texts, classifier.predict(texts), strict=True):
@@ -527,8 +565,10 @@ app.add_typer(monitor_app, name="monitor")
 def monitor_drift(
     log_dir: Annotated[
         str | None,
-        typer.Option(help="prediction log folder or fsspec URI (s3://...); default "
-                     "serve.prediction_log_dir / $ML_PREDICTION_LOG_DIR"),
+        typer.Option(
+            help="prediction log folder or fsspec URI (s3://...); default "
+            "serve.prediction_log_dir / $ML_PREDICTION_LOG_DIR"
+        ),
     ] = None,
     since: Annotated[
         str | None,
@@ -543,9 +583,11 @@ def monitor_drift(
     ] = None,
     fail_on_drift: Annotated[
         bool,
-        typer.Option("--fail-on-drift/--no-fail-on-drift",
-                     help="exit 3 on drift and 4 on not enough data (default); with "
-                     "--no-fail-on-drift exit 0 and let GITHUB_OUTPUT carry the verdict"),
+        typer.Option(
+            "--fail-on-drift/--no-fail-on-drift",
+            help="exit 3 on drift and 4 on not enough data (default); with "
+            "--no-fail-on-drift exit 0 and let GITHUB_OUTPUT carry the verdict",
+        ),
     ] = True,
 ) -> None:
     """Compare a window of the prediction log with the training reference (Evidently): text
@@ -568,8 +610,10 @@ def monitor_drift(
     for signal in result.signals:
         if signal.available:
             mark = "DRIFT" if signal.drifted else "ok"
-            typer.echo(f"  {signal.name:<12} {signal.method:<14} {signal.score:.4f} "
-                       f"(threshold {signal.threshold}) {mark}")
+            typer.echo(
+                f"  {signal.name:<12} {signal.method:<14} {signal.score:.4f} "
+                f"(threshold {signal.threshold}) {mark}"
+            )
         else:
             typer.echo(f"  {signal.name:<12} not checked: {signal.note}")
     verdict = result.decision.verdict
@@ -591,9 +635,7 @@ def monitor_drift(
     "$GITHUB_OUTPUT set, version=, created=, gate=, action= lines are appended to it.",
 )
 def retrain_cmd(
-    max_rows: Annotated[
-        int | None, typer.Option(help="cap train/val rows (smoke runs)")
-    ] = None,
+    max_rows: Annotated[int | None, typer.Option(help="cap train/val rows (smoke runs)")] = None,
 ) -> None:
     """Continuous training: ingest the latest data (plus monitor.labelled_source), validate,
     split, train, evaluate, register, gate against the champion; then open a PR with the report
@@ -612,8 +654,10 @@ def retrain_cmd(
     if output:
         gate_word = {True: "passed", False: "failed", None: "none"}[result.gate_passed]
         with open(output, "a", encoding="utf-8") as handle:
-            handle.write(f"version={result.version}\ncreated={str(result.created).lower()}\n"
-                         f"gate={gate_word}\naction={result.action}\n")
+            handle.write(
+                f"version={result.version}\ncreated={str(result.created).lower()}\n"
+                f"gate={gate_word}\naction={result.action}\n"
+            )
     if not result.gate_passed:
         raise typer.Exit(5)
 
