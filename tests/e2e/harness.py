@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 
 from tests.conftest import BIN_DIR, REPO_ROOT, shared_data_dir
-from tests.train.conftest import end_sessions, free_port, test_env
+from tests.train.conftest import cli_env as engine_env
+from tests.train.conftest import end_sessions, free_port
 
 # Remote actions that act resolves before a job starts even though their steps are skipped
 # under act (`if: !env.ACT`): each is mapped to a stub that would fail if it ever ran.
@@ -60,7 +61,7 @@ def ray_cluster(logs: Path) -> Iterator[Cluster]:
                  "--dashboard-agent-grpc-port", str(free_port()),
                  "--metrics-export-port", str(free_port()),
                  "--runtime-env-agent-port", str(free_port()), "--disable-usage-stats"],
-                stdout=log, stderr=subprocess.STDOUT, env=test_env(), start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT, env=engine_env(), start_new_session=True,
             )  # fmt: skip
         sessions.add(process.pid)
         if process.wait(timeout=180) != 0:
@@ -90,7 +91,7 @@ def mlflow_server(store: Path) -> Iterator[str]:
              f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination",
              str(store / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
              "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, env=test_env(), start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT, env=engine_env(), start_new_session=True,
         )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -225,7 +226,7 @@ def run_act(
             "--var", f"ML_SERVE_URL=http://127.0.0.1:{repo.serve_port}"]  # fmt: skip
     for action in REMOTE_ACTIONS:
         args += ["--local-repository", f"{action}={repo.stub}"]
-    env = test_env(PATH=f"{repo.venv / 'bin'}:{test_env()['PATH']}")
+    env = engine_env(PATH=f"{repo.venv / 'bin'}:{engine_env()['PATH']}")
     result = subprocess.run(args, cwd=repo.root, env=env, capture_output=True, text=True,
                             timeout=timeout)  # fmt: skip
     (repo.root.parent / f"act-{workflow}-{event}.log").write_text(result.stdout + result.stderr)
