@@ -100,8 +100,14 @@ def bench_texts(tokenizer, n: int = 256) -> list[str]:
 
     shared = Path(os.environ.get("ML_SHARED_DATA", ROOT.parent / "shared" / "data"))
     frame = pd.read_csv(shared / "madewithml" / "holdout.csv")
+    source = combine_text(frame, ["title", "description"]).tolist()
     texts = []
-    for text in combine_text(frame, ["title", "description"]).tolist():
+    for i, text in enumerate(source):
+        # Short texts borrow the next ones until they reach the target, then all are cut to it.
+        j = i + 1
+        while len(tokenizer(text, add_special_tokens=False)["input_ids"]) < TARGET_TOKENS:
+            text = f"{text} {source[j % len(source)]}"
+            j += 1
         ids = tokenizer(text, add_special_tokens=False)["input_ids"][: TARGET_TOKENS - 2]
         texts.append(tokenizer.decode(ids))
     return (texts * (n // len(texts) + 1))[:n]
@@ -420,8 +426,9 @@ def write_report(results: list[Result], meta: dict, path: Path) -> None:
         "",
         f"Run {meta['when']} on {meta['machine']}; `python benchmarks/serving.py {meta['argv']}`.",
         "",
-        f"Model: {meta['model']}; texts ~{TARGET_TOKENS} tokens (Made-With-ML holdout, "
-        f"mean {meta['tokens']:.1f} tokens); one text per request; {meta['duration']:.0f} s "
+        f"Model: {meta['model']}; Made-With-ML holdout texts cut/extended to "
+        f"{TARGET_TOKENS} tokens (measured mean {meta['tokens']:.1f}); one text per request; "
+        f"{meta['duration']:.0f} s "
         f"measured per row after {meta['warmup']:.0f} s warm-up. The asyncio load client runs on "
         "the same cores as the server.",
         "",
@@ -451,7 +458,9 @@ def write_report(results: list[Result], meta: dict, path: Path) -> None:
         "",
         f"int8 dynamic quantization: the int8 model's label equals the fp32 model's on "
         f"{meta['agreement'] * 100:.1f}% of the {meta['unique_texts']} distinct benchmark texts "
-        "(for this model; re-check on the trained champion before turning `serve.quantize` on).",
+        "(for this model, whose head is untrained when no --model-dir is given: near-uniform "
+        "probabilities flip easily; re-check on the trained champion before turning "
+        "`serve.quantize` on).",
         "",
         f"Machine load (os.getloadavg) before the run: {meta['load_before']}; after: "
         f"{meta['load_after']}. Other work shares these cores: numbers move between runs; "
