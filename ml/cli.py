@@ -470,6 +470,7 @@ def serve_cmd(
 ) -> None:
     """Serve the model over HTTP with Ray Serve (POST /predict, GET /healthz, /model, /metrics)
     until Ctrl-C; every prediction goes to the prediction log."""
+    import functools
     import time
 
     from ml.serve.loader import ModelLoadError
@@ -485,7 +486,7 @@ def serve_cmd(
     from ml.serve.app import start_local
 
     try:
-        url = run_stage(start_local, cfg, host, port, **overrides)
+        url = run_stage(functools.partial(start_local, **overrides), cfg, host, port)
     except (ModelLoadError, RuntimeError) as exc:
         raise fail(f"cannot start serving: {exc}") from exc
     typer.secho(f"serving at {url}  (POST {url}/predict; Ctrl-C stops)", fg=typer.colors.GREEN)
