@@ -485,12 +485,14 @@ def serve_cmd(
 
     from ml.serve.app import start_local
 
+    # Ctrl-C at any point (even while the app is still deploying) shuts Serve down gracefully:
+    # replicas run __del__, which flushes the prediction log.
     try:
-        url = run_stage(functools.partial(start_local, **overrides), cfg, host, port)
-    except (ModelLoadError, RuntimeError) as exc:
-        raise fail(f"cannot start serving: {exc}") from exc
-    typer.secho(f"serving at {url}  (POST {url}/predict; Ctrl-C stops)", fg=typer.colors.GREEN)
-    try:
+        try:
+            url = run_stage(functools.partial(start_local, **overrides), cfg, host, port)
+        except (ModelLoadError, RuntimeError) as exc:
+            raise fail(f"cannot start serving: {exc}") from exc
+        typer.secho(f"serving at {url}  (POST {url}/predict; Ctrl-C stops)", fg=typer.colors.GREEN)
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
