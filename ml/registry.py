@@ -106,13 +106,18 @@ def data_checksum(settings: Settings) -> str:
     return digest.hexdigest()
 
 
+# The sections that decide what model training produces; serving, monitoring and deployment
+# settings can change without making an already trained model a different one.
+MODEL_SECTIONS = ("data", "validate", "split", "model", "train")
+
+
 def params_hash(settings: Settings) -> str:
-    """sha256 of the effective settings (params.yaml after environment overrides, minus the
-    deployment-only values), canonical JSON so formatting and comments do not count."""
-    values = settings.as_dict()
-    values.get("mlflow", {}).pop("tracking_uri", None)
-    values.get("ray", {}).pop("address", None)
-    values.get("data", {}).pop("mirror", None)
+    """sha256 of the effective settings that shape the model (MODEL_SECTIONS, after environment
+    overrides, minus the deployment-only data mirror), canonical JSON so formatting and comments
+    do not count."""
+    all_values = settings.as_dict()
+    values = {section: all_values[section] for section in MODEL_SECTIONS}
+    values["data"].pop("mirror", None)
     canonical = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 

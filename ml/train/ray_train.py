@@ -374,7 +374,10 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
         except Exception as exc:
             raise TrainError(f"cannot connect to the Ray cluster at {address}: {exc}") from exc
         return
+    # "local" always starts a private instance: a bare ray.init() would join whatever cluster
+    # was last started on this machine (someone else's run, a test's cluster).
     ray.init(
+        address="local",
         num_cpus=num_cpus,
         include_dashboard=False,
         log_to_driver=True,

@@ -41,15 +41,19 @@ def build_tiny_model(out_dir: Path, steps: int = 60, seed: int = 0) -> Path:
     batch = tokenizer(
         texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
     )
-    # Only the head learns, on encoder features computed once: one forward pass in all, which
-    # keeps this fixture to seconds on a busy 2-core machine.
-    encoder = getattr(model, model.base_model_prefix)
+    # Only the head learns, on the features it receives (captured with a forward hook, so this
+    # works whatever pooling the model uses): one encoder pass in all, seconds on 2 cores.
+    captured: list[torch.Tensor] = []
+    hook = model.classifier.register_forward_hook(
+        lambda _m, inputs, _out: captured.append(inputs[0].detach())
+    )
     model.eval()
     with torch.no_grad():
-        pooled = encoder(**batch)[1]
+        model(**batch)
+    hook.remove()
     optimizer = torch.optim.AdamW(model.classifier.parameters(), lr=1e-2)
     for _ in range(steps):
-        loss = torch.nn.functional.cross_entropy(model.classifier(pooled), target)
+        loss = torch.nn.functional.cross_entropy(model.classifier(captured[0]), target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import shared_data_dir
-
 MODEL_NAME = "tag-classifier"
 GIT_SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -18,42 +16,10 @@ os.environ.pop("ML_PREDICTION_LOG_DIR", None)
 
 
 def build_small_model(out_dir: Path, steps: int = 60, seed: int = 0) -> Path:
-    """The packaged MiniLM-L6 with a head trained for a few steps on a few dozen real rows.
+    """The packaged MiniLM-L6 with a head trained for a few steps on a few dozen real rows."""
+    from tests.evaluate.tiny import build_tiny_model
 
-    Only the head learns, on the features it receives (captured with a forward hook, so this
-    works whatever pooling the model uses): one encoder pass in all, seconds on 2 cores."""
-    import pandas as pd
-    import torch
-
-    from ml.data.text import combine_text
-    from ml.train.model import build_model, save_model
-
-    torch.manual_seed(seed)
-    data = pd.read_csv(shared_data_dir() / "madewithml" / "dataset.csv")
-    sample = data.groupby("tag", group_keys=False).head(8).reset_index(drop=True)
-    labels = sorted(data["tag"].unique())
-    model, tokenizer = build_model("all-minilm-l6-v2", labels)
-    texts = combine_text(sample, ["title", "description"]).tolist()
-    target = torch.tensor([labels.index(t) for t in sample["tag"]])
-    batch = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
-    captured: list[torch.Tensor] = []
-    hook = model.classifier.register_forward_hook(
-        lambda _m, inputs, _out: captured.append(inputs[0].detach())
-    )
-    model.eval()
-    with torch.no_grad():
-        model(**batch)
-    hook.remove()
-    optimizer = torch.optim.AdamW(model.classifier.parameters(), lr=1e-2)
-    for _ in range(steps):
-        loss = torch.nn.functional.cross_entropy(model.classifier(captured[0]), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    save_model(
-        model, tokenizer, labels, out_dir, 32, extra={"text_columns": ["title", "description"]}
-    )
-    return out_dir
+    return build_tiny_model(out_dir, steps=steps, seed=seed)
 
 
 @pytest.fixture(scope="session")
