@@ -23,11 +23,11 @@ sys.path.insert(0, str(ROOT))
 
 from tests.e2e.harness import (  # noqa: E402
     build_act_repo,
-    mlflow_server,
     pr_event,
     ray_cluster,
     run_act,
 )
+from tests.engines import mlflow_server  # noqa: E402
 
 REPORT = ROOT / "reports" / "benchmarks" / "pr_loop.md"
 GOALS = {"cold": 360.0, "unchanged": 60.0}

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ml.io import atomic_dir
 
 if TYPE_CHECKING:
     import numpy as np
@@ -141,8 +141,7 @@ def save_model(
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     unwrapped = getattr(model, "module", model)  # DDP wraps the model in .module
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as staging:
         unwrapped.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / LABELS_FILE).write_text(json.dumps({"labels": list(labels)}, indent=2) + "\n")
@@ -150,17 +149,6 @@ def save_model(
         (staging / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
         if not (staging / "model.safetensors").is_file():
             raise ModelError(f"save_pretrained wrote no model.safetensors in {staging}")
-        retired = None
-        if out_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-            retired.rmdir()
-            os.replace(out_dir, retired)
-        os.replace(staging, out_dir)
-        if retired is not None:
-            shutil.rmtree(retired, ignore_errors=True)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def read_meta(model_dir: str | Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ml.config import Settings
-from ml.io import write_json
+from ml.io import atomic_dir, write_json
 
 CHECKPOINT_MODEL = "model"
 CHECKPOINT_STATE = "train_state.pt"
@@ -470,20 +470,8 @@ def make_trainer(
 
 def install_model_dir(source: Path, target: Path) -> None:
     """Copy a checkpoint's model dir into place atomically (copy beside, then swap)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as staging:
         shutil.copytree(source, staging, dirs_exist_ok=True)
-        retired = None
-        if target.exists():
-            retired = target.with_name(f".{target.name}.old.{os.getpid()}")
-            os.replace(target, retired)
-        os.replace(staging, target)
-        if retired is not None:
-            shutil.rmtree(retired, ignore_errors=True)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_train_reports(settings: Settings, report: dict[str, Any]) -> None:

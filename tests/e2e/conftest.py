@@ -11,10 +11,10 @@ from tests.e2e.harness import (
     ActRepo,
     Cluster,
     build_act_repo,
-    mlflow_server,
     ray_cluster,
     tiny_params,
 )
+from tests.engines import mlflow_server
 
 
 @pytest.fixture(scope="package")

@@ -9,8 +9,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +17,7 @@ from typing import Any
 import yaml
 
 from tests.conftest import BIN_DIR, REPO_ROOT, shared_data_dir
-from tests.train.conftest import cli_env as engine_env
-from tests.train.conftest import end_sessions, free_port
+from tests.engines import end_sessions, engine_env, free_port
 
 # Remote actions that act resolves before a job starts even though their steps are skipped
 # under act (`if: !env.ACT`): each is mapped to a stub that would fail if it ever ran.
@@ -77,37 +74,6 @@ def ray_cluster(logs: Path) -> Iterator[Cluster]:
     finally:
         end_sessions(sessions)
         shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def mlflow_server(store: Path) -> Iterator[str]:
-    """A real `mlflow server` (SQLite backend, proxied artifacts) on a free loopback port, as a
-    runner's jobs would share: artifacts outlive the job's checkout."""
-    store.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    with (store / "server.log").open("w") as log:
-        process = subprocess.Popen(
-            [str(BIN_DIR / "mlflow"), "server", "--backend-store-uri",
-             f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination",
-             str(store / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, env=engine_env(), start_new_session=True,
-        )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log_text = (store / "server.log").read_text()
-                    raise RuntimeError(f"mlflow server failed: {log_text}") from None
-                time.sleep(0.5)
-        yield uri
-    finally:
-        end_sessions({process.pid})
 
 
 def git(repo: Path, *args: str) -> str:

@@ -9,11 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +17,8 @@ from typer.testing import CliRunner, Result
 
 from ml.cli import app
 from ml.config import load_settings
-from tests.conftest import cli_env, run_ml
+from tests.conftest import run_ml
+from tests.engines import mlflow_server as running_mlflow_server
 from tests.evaluate.tiny import log_model_run, make_eval_project, set_params
 
 pytestmark = pytest.mark.slow
@@ -122,60 +118,11 @@ def test_registry_round_trip_on_sqlite(
     assert "no gate decision" in promote["override"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Iterator[str]:
     """A real `mlflow server` on loopback with its own SQLite store and artifact folder."""
-    port = free_port()
-    folder = tmp_path / "server"
-    folder.mkdir()
-    log = (folder / "server.log").open("w")
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{folder / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(folder / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=folder,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=cli_env(),
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start: {(folder / 'server.log').read_text()}")
-            time.sleep(0.5)
+    with running_mlflow_server(tmp_path / "server") as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 def test_registry_round_trip_on_mlflow_server(
