@@ -360,8 +360,12 @@ def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
         ) from exc
 
 
-def init_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """Connect to `address`, or start an embedded local Ray. No-op if already connected."""
+def init_ray(address: str | None, num_cpus: int | None = None, dashboard: bool = False) -> None:
+    """Connect to `address`, or start an embedded local Ray. No-op if already connected.
+
+    `dashboard` starts the local instance with its dashboard, which serves the State API:
+    Ray Train's PlacementGroupCleaner needs it to free a finished run's worker placement
+    group, so a process that runs several Train runs (Tune trials) must turn it on."""
     import ray
 
     if ray.is_initialized():
@@ -379,7 +383,7 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     ray.init(
         address="local",
         num_cpus=num_cpus,
-        include_dashboard=False,
+        include_dashboard=dashboard,
         log_to_driver=True,
         runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
     )

@@ -8,12 +8,16 @@ params file that `ml train --params-override FILE` applies.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ml.config import Settings
+
+# What a trial's driver function reserves (it only waits on its Train workers).
+TRIAL_DRIVER_CPUS = 0.01
 
 
 class TuneError(RuntimeError):
@@ -104,7 +108,7 @@ def run_tune(
     }
     source = resolve_base_model(settings.model.base)
     tracking_uri, experiment_id = tracking.setup_mlflow(settings)
-    ray_train.init_ray(address or settings.ray.address)
+    ray_train.init_ray(address or settings.ray.address, dashboard=True)
     # One tokenised copy per max_length choice, made before any trial takes the CPUs.
     datasets_by_length = {
         length: ray_train.build_datasets(frames, source, length)
@@ -167,11 +171,12 @@ def run_tune(
             finally:
                 client.set_terminated(run.info.run_id, status=status)
 
+        # The trial function only drives a Ray Train run whose workers hold their own CPUs, so
+        # it asks for almost none; and Tune must not reserve resources for queued trials ahead
+        # of time (its default), or on a small cluster the running trial's workers never fit.
+        os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(settings.tune.max_concurrent_trials)
         tuner = tune.Tuner(
-            # The trial function drives a Ray Train run whose workers request their own CPUs.
-            # KNOWN ISSUE: on the 2-CPU local cluster the trial's Train worker group placement
-            # group stays pending (seen with 0.01 and the default 1 CPU per trial); not solved.
-            trial,
+            tune.with_resources(trial, {"cpu": TRIAL_DRIVER_CPUS}),
             param_space=search_space(settings),
             tune_config=tune.TuneConfig(
                 metric=metric,
