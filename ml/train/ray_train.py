@@ -360,12 +360,26 @@ def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
         ) from exc
 
 
-def init_ray(address: str | None, num_cpus: int | None = None, dashboard: bool = False) -> None:
+def check_local_cpus(num_workers: int, cpus_per_worker: float) -> None:
+    """On the embedded local Ray, workers that can never all be placed would wait forever."""
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if num_workers * cpus_per_worker > cpus:
+        raise TrainError(
+            f"{num_workers} worker(s) x {cpus_per_worker:g} CPU need "
+            f"{num_workers * cpus_per_worker:g} CPUs; this machine's Ray has {cpus:g}. Lower "
+            "train.num_workers / train.cpus_per_worker (or --workers), or join a cluster with "
+            "--address"
+        )
+
+
+def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     """Connect to `address`, or start an embedded local Ray. No-op if already connected.
 
-    `dashboard` starts the local instance with its dashboard, which serves the State API:
-    Ray Train's PlacementGroupCleaner needs it to free a finished run's worker placement
-    group, so a process that runs several Train runs (Tune trials) must turn it on."""
+    The local instance runs its dashboard because that serves the State API, which Ray Train's
+    PlacementGroupCleaner polls to free a finished run's worker placement group: without it
+    the cleaner warns every second and, in `ml tune`, the next trial's workers never fit."""
     import ray
 
     if ray.is_initialized():
@@ -383,7 +397,7 @@ def init_ray(address: str | None, num_cpus: int | None = None, dashboard: bool =
     ray.init(
         address="local",
         num_cpus=num_cpus,
-        include_dashboard=dashboard,
+        include_dashboard=True,
         log_to_driver=True,
         runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
     )
@@ -540,6 +554,8 @@ def run_training(settings: Settings, options: TrainOptions | None = None) -> Tra
     ray_started = time.perf_counter()
     init_ray(address)
     timings = {"ray_init_s": time.perf_counter() - ray_started}
+    if not address:
+        check_local_cpus(num_workers, train_settings.cpus_per_worker)
     import mlflow
 
     datasets = build_datasets(frames, base_source, settings.model.max_length)

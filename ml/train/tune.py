@@ -16,8 +16,9 @@ from typing import Any
 
 from ml.config import Settings
 
-# What a trial's driver function reserves (it only waits on its Train workers).
-TRIAL_DRIVER_CPUS = 0.01
+# What a trial's driver function reserves: no CPU (it only waits on its Train workers, which
+# reserve their own), and a token of memory because Tune needs a non-empty resource request.
+TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 64 * 1024**2}
 
 
 class TuneError(RuntimeError):
@@ -108,7 +109,7 @@ def run_tune(
     }
     source = resolve_base_model(settings.model.base)
     tracking_uri, experiment_id = tracking.setup_mlflow(settings)
-    ray_train.init_ray(address or settings.ray.address, dashboard=True)
+    ray_train.init_ray(address or settings.ray.address)
     # One tokenised copy per max_length choice, made before any trial takes the CPUs.
     datasets_by_length = {
         length: ray_train.build_datasets(frames, source, length)
@@ -171,12 +172,11 @@ def run_tune(
             finally:
                 client.set_terminated(run.info.run_id, status=status)
 
-        # The trial function only drives a Ray Train run whose workers hold their own CPUs, so
-        # it asks for almost none; and Tune must not reserve resources for queued trials ahead
-        # of time (its default), or on a small cluster the running trial's workers never fit.
+        # Tune stages placement groups for queued trials ahead of time (up to 200 by default);
+        # limit that to the trials that may run, so queued ones never hold resources.
         os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(settings.tune.max_concurrent_trials)
         tuner = tune.Tuner(
-            tune.with_resources(trial, {"cpu": TRIAL_DRIVER_CPUS}),
+            tune.with_resources(trial, TRIAL_DRIVER_RESOURCES),
             param_space=search_space(settings),
             tune_config=tune.TuneConfig(
                 metric=metric,
