@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
@@ -467,6 +467,13 @@ def serve_cmd(
     quantize: Annotated[
         bool | None, typer.Option("--quantize/--no-quantize", help="int8 dynamic quantization")
     ] = None,
+    ingress: Annotated[
+        Literal["proxy", "direct"] | None,
+        typer.Option(
+            help="proxy (any replica count) or direct (one replica serves HTTP itself: "
+            "Serve's throughput profile); default: serve.ingress",
+        ),
+    ] = None,
 ) -> None:
     """Serve the model over HTTP with Ray Serve (POST /predict, GET /healthz, /model, /metrics)
     until Ctrl-C; every prediction goes to the prediction log."""
@@ -481,16 +488,18 @@ def serve_cmd(
         overrides["model_uri"] = model
     if quantize is not None:
         overrides["quantize"] = quantize
+    if ingress is not None:
+        overrides["ingress"] = ingress
     from ray import serve as ray_serve
 
-    from ml.serve.app import start_local
+    from ml.serve.app import IngressError, start_local
 
     # Ctrl-C at any point (even while the app is still deploying) shuts Serve down gracefully:
     # replicas run __del__, which flushes the prediction log.
     try:
         try:
             url = run_stage(functools.partial(start_local, **overrides), cfg, host, port)
-        except (ModelLoadError, RuntimeError) as exc:
+        except (ModelLoadError, IngressError, RuntimeError) as exc:
             raise fail(f"cannot start serving: {exc}") from exc
         typer.secho(f"serving at {url}  (POST {url}/predict; Ctrl-C stops)", fg=typer.colors.GREEN)
         while True:

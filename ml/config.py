@@ -216,6 +216,11 @@ class ServeSettings(_Section):
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     inference_batch_size: int = Field(16, ge=1, description="length-sorted sub-batch size")
     quantize: bool = Field(False, description="int8 dynamic quantization of Linear layers (CPU)")
+    ingress: Literal["proxy", "direct"] = Field(
+        "proxy",
+        description="proxy: Serve's HTTP proxy routes to any number of replicas; direct: one "
+        "replica per node serves HTTP itself on `port` (Serve's throughput profile)",
+    )
     max_text_chars: int = Field(10000, ge=1)
     max_batch_items: int = Field(256, ge=1)
     max_body_bytes: int = Field(2_000_000, ge=1)

@@ -416,19 +416,87 @@ def build_app(args: dict[str, Any]) -> "Application":
     return build(settings, **args)
 
 
+def direct_ingress_env(port: int) -> dict[str, str]:
+    """Environment for the Ray processes of a node that serves with direct ingress.
+
+    Ray Serve's throughput profile (user code and router on the replica's event loop, buffered
+    request logs, gRPC between Serve actors) with direct ingress: the ingress replica runs the
+    HTTP server itself, and its port range is pinned to `port`, so the one replica on this node
+    answers where clients expect the endpoint. Serve reads these when its processes start.
+    """
+    return {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+        # Serve's port range excludes its upper bound: [port, port + 1) is exactly `port`.
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),
+        # Draining waits for an external load balancer to deregister a replica; there is none.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0",
+    }
+
+
+class IngressError(RuntimeError):
+    """The serve settings ask for an ingress this setup cannot provide."""
+
+
+def _check_direct_ingress(settings: "Settings") -> None:
+    import ray
+
+    s = settings.serve
+    if s.autoscaling or s.num_replicas != 1:
+        raise IngressError(
+            "serve.ingress: direct serves from one replica on serve.port; set serve.num_replicas "
+            "to 1 and leave serve.autoscaling empty, or use serve.ingress: proxy"
+        )
+    if settings.ray.address or ray.is_initialized():
+        raise IngressError(
+            "serve.ingress: direct needs Ray started by `ml serve` itself, with the variables of "
+            "ml.serve.app.direct_ingress_env set for its processes; on a cluster set them on "
+            "the nodes (docs/serving.md) and deploy with serve.ingress: proxy settings"
+        )
+
+
+def _free_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def start_local(
     settings: "Settings", host: str | None = None, port: int | None = None, **overrides: Any
 ) -> str:
     """Start (or join) Ray, start Serve's HTTP proxy and deploy the app; returns the base URL.
 
     With `ray.address` unset this is a local Ray instance on this machine (embedded defaults);
-    with RAY_ADDRESS it deploys to that cluster.
+    with RAY_ADDRESS it deploys to that cluster. With serve.ingress `direct` the replica itself
+    listens on the port and the proxy moves to a free loopback port (it then only answers
+    Serve's own health checks).
     """
     from ml.serve import init_ray
 
+    if overrides:
+        settings = settings.model_copy(
+            update={"serve": settings.serve.model_copy(update=overrides)}
+        )
     s = settings.serve
     host, port = host or s.host, port or s.port
+    logging_config = None
+    proxy_host, proxy_port = host, port
+    if s.ingress == "direct":
+        _check_direct_ingress(settings)
+        os.environ.update(direct_ingress_env(port))
+        proxy_port = _free_loopback_port()  # the replica binds host:port (same http_options)
+        # Every prediction is in the prediction log already; a per-request access log line
+        # costs the one replica CPU it needs for the model.
+        logging_config = {"enable_access_log": False}
     init_ray(settings.ray.address, logging_level=logging.WARNING)
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(build(settings, **overrides), name=s.app_name, route_prefix=s.route_prefix)
+    serve.start(http_options={"host": proxy_host, "port": proxy_port})
+    serve.run(
+        build(settings),
+        name=s.app_name,
+        route_prefix=s.route_prefix,
+        logging_config=logging_config,
+    )
     return f"http://{host}:{port}{s.route_prefix.rstrip('/')}"

@@ -15,14 +15,20 @@ from tests.serve.conftest import free_port
 pytestmark = pytest.mark.slow
 
 
-def test_ml_serve_answers_and_flushes_the_log_on_ctrl_c(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("ingress", ["proxy", "direct"])
+def test_ml_serve_answers_and_flushes_the_log_on_ctrl_c(tiny_model_dir, tmp_path, ingress):
+    """Both ingress modes answer on the asked port: through Serve's proxy, or (direct) from
+    the replica itself, with the proxy moved out of the way."""
     from ml.serve.prediction_log import read_prediction_log
 
     port, log_dir = free_port(), tmp_path / "predictions"
     env = cli_env(ML_PREDICTION_LOG_DIR=str(log_dir))
     env.pop("ML_SERVE_TOKEN", None)
     proc = subprocess.Popen(
-        [str(BIN_DIR / "ml"), "serve", "--model", str(tiny_model_dir), "--port", str(port)],
+        [
+            *(str(BIN_DIR / "ml"), "serve", "--model", str(tiny_model_dir)),
+            *("--port", str(port), "--ingress", ingress),
+        ],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -43,6 +49,9 @@ def test_ml_serve_answers_and_flushes_the_log_on_ctrl_c(tiny_model_dir, tmp_path
             for i in range(5)
         ]
         assert [a.status_code for a in answers] == [200] * 5
+        refused = requests.post(f"{url}/predict", json={"text": ""}, timeout=30)
+        assert refused.status_code == 422, refused.text
+        assert requests.get(f"{url}/model", timeout=30).json()["labels"]
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=120)
     finally:
