@@ -1,13 +1,13 @@
 """Serving throughput and latency, side by side, on this machine in one run.
 
 Servers (each gets the machine to itself in turn; all on loopback):
-  ray-serve        this project's endpoint (ml.serve.app): @serve.batch, length-sorted
-                   sub-batches, torch threads = replica CPUs, max_ongoing_requests 64
-  ray-serve-int8   the same with int8 dynamic quantization (serve.quantize: true)
-  ray-serve-int8-direct  int8, plus Ray Serve's throughput profile
-                   (RAY_SERVE_THROUGHPUT_OPTIMIZED=1: direct ingress, user code on the main
-                   loop, buffered request logs) and no access log; the client talks to the
-                   replica's own port, as a Kubernetes load balancer would
+  ray-serve        this project's endpoint as `ml serve` starts it with the default params:
+                   Serve's HTTP proxy, @serve.batch, length-sorted sub-batches, torch threads =
+                   replica CPUs, max_ongoing_requests 64
+  ray-serve-int8   the same with int8 dynamic quantization (`ml serve --quantize`)
+  ray-serve-direct        `ml serve --ingress direct`: the replica serves HTTP itself on the
+                          port (Serve's throughput profile; no Python proxy hop)
+  ray-serve-direct-int8   `ml serve --ingress direct --quantize`
   mlflow           `mlflow models serve` of the same registered model (what a user gets for free)
   naive-fastapi    one FastAPI app, one request = one model call (uvicorn, 1 worker)
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
@@ -199,11 +198,13 @@ def run_load(server: str, url: str, make_body, args) -> list[Result]:
 
 
 def bench_ray_serve(name: str, tracking_uri: str, texts: list[str], args, **overrides) -> list:
+    """This project's endpoint, started the way `ml serve` starts it (ml.serve.app.start_local),
+    with serve.* `overrides` (quantize, ingress) as `ml serve --quantize --ingress` sets them."""
     import ray
     from ray import serve
 
     from ml.config import load_settings
-    from ml.serve.app import build
+    from ml.serve.app import start_local
 
     settings = load_settings(ROOT / "params.yaml")
     settings = settings.model_copy(
@@ -214,73 +215,41 @@ def bench_ray_serve(name: str, tracking_uri: str, texts: list[str], args, **over
         }
     )
     cpus = os.cpu_count() or 2
-    port = free_port()
-    # Serve reads its tuning flags at import in each Ray process: set them before ray.init.
+    # Direct ingress sets Serve's variables for the Ray it starts; the next server starts clean.
+    saved_env = dict(os.environ)
     for item in args.serve_env:
         key, _, value = item.partition("=")
         os.environ[key] = value
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        app = build(
+        url = start_local(
             settings,
+            host="127.0.0.1",
+            port=free_port(),
             prediction_log_dir=tempfile.mkdtemp(prefix="bench-predictions-"),
             num_cpus_per_replica=cpus,
             num_gpus_per_replica=1 if args.gpu else 0,
             auth_token_env="ML_BENCH_NO_TOKEN",
-            **{"torch_threads": args.torch_threads, **overrides},
+            torch_threads=args.torch_threads,
+            **overrides,
         )
-        logging_config = {"enable_access_log": False} if args.no_access_log else None
-        serve.run(app, name="bench", route_prefix="/", logging_config=logging_config)
-        wait_http(f"http://127.0.0.1:{port}/healthz")
-        if os.environ.get("RAY_SERVE_ENABLE_DIRECT_INGRESS") == "1":
-            port = _direct_ingress_port()  # talk to the replica itself, as a load balancer would
-        results = run_load(
-            name,
-            f"http://127.0.0.1:{port}/predict",
-            lambda i: {"text": texts[i % len(texts)]},
-            args,
-        )
-        print(_batch_sizes(f"http://127.0.0.1:{port}/metrics"), flush=True)
+        wait_http(f"{url}/healthz")
+        results = run_load(name, f"{url}/predict", lambda i: {"text": texts[i % len(texts)]}, args)
+        print(_batch_sizes(f"{url}/metrics"), flush=True)
         return results
     finally:
         serve.shutdown()
         ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved_env)
 
 
-# Ray Serve's throughput profile: user code and router on the replica's main loop, buffered
-# request logs, and direct ingress (the replica serves HTTP itself; no Python proxy hop, which
-# on 2 cores is the bottleneck: replicas saw 2-3 texts per batch behind the proxy).
-TUNED_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}
-
-
-@contextlib.contextmanager
-def serve_env(values: dict[str, str]):
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _direct_ingress_port() -> int:
-    """The replica's own HTTP port under Serve direct ingress (30000-31000 by default)."""
-    import urllib.request
-
-    low = int(os.environ.get("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "30000"))
-    for candidate in range(low, low + 50):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{candidate}/healthz", timeout=2) as r:
-                if r.status == 200:
-                    return candidate
-        except OSError:
-            continue
-    raise RuntimeError("no direct-ingress replica port answered /healthz")
+# What each Ray Serve row runs: serve.* values, as `ml serve --quantize --ingress ...` sets them.
+RAY_SERVE_VARIANTS = {
+    "ray-serve": {"quantize": False, "ingress": "proxy"},
+    "ray-serve-int8": {"quantize": True, "ingress": "proxy"},
+    "ray-serve-direct": {"quantize": False, "ingress": "direct"},
+    "ray-serve-direct-int8": {"quantize": True, "ingress": "direct"},
+}
 
 
 def _batch_sizes(url: str) -> str:
@@ -320,7 +289,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def bench_mlflow(tracking_uri: str, texts: list[str], args, work: Path) -> list:
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    # mlflow starts `uvicorn` by name: the venv's bin must be on PATH however this was run.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": path}
     cmd = [
         str(Path(sys.executable).parent / "mlflow"),
         "models",
@@ -458,16 +429,22 @@ def write_report(results: list[Result], meta: dict, path: Path) -> None:
         "",
         f"int8 dynamic quantization: the int8 model's label equals the fp32 model's on "
         f"{meta['agreement'] * 100:.1f}% of the {meta['unique_texts']} distinct benchmark texts "
-        "(for this model, whose head is untrained when no --model-dir is given: near-uniform "
-        "probabilities flip easily; re-check on the trained champion before turning "
-        "`serve.quantize` on).",
+        + (
+            f"(the trained model given with --model-dir, {Path(meta['model_dir']).name})."
+            if meta["trained"]
+            else "(for this model, whose head is untrained because no --model-dir was given: "
+            "near-uniform probabilities flip easily; measure on the trained champion)."
+        ),
         "",
         f"Machine load (os.getloadavg) before the run: {meta['load_before']}; after: "
         f"{meta['load_after']}. Other work shares these cores: numbers move between runs; "
         "compare the ratios within one run.",
         "",
         "Behind Serve's Python proxy the replica receives requests too slowly to batch on 2 "
-        "shared cores (the `mean batch` lines of the run log); direct ingress removes that hop.",
+        "shared cores (the `mean batch` lines of the run log): each request costs the replica "
+        "several Ray actor calls. With `serve.ingress: direct` the replica answers HTTP itself, "
+        "batches fill, and the replica is then bound by the model's arithmetic (a profile of "
+        "the replica: ~75 % of its time in the encoder's matmuls); int8 lowers that.",
         "",
         "Ray Serve settings: one replica holding all CPUs (torch threads = CPUs), "
         "max_batch_size 32, batch_wait_timeout_s from params.yaml, max_ongoing_requests 64, "
@@ -484,7 +461,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--model-dir", type=Path, default=None)
-    parser.add_argument("--no-access-log", action="store_true", help="Serve access log off")
     parser.add_argument(
         "--serve-env",
         nargs="*",
@@ -498,7 +474,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--servers",
         nargs="+",
-        default=["ray-serve", "ray-serve-int8", "ray-serve-int8-direct", "mlflow", "naive-fastapi"],
+        default=[*RAY_SERVE_VARIANTS, "mlflow", "naive-fastapi"],
     )
     parser.add_argument("--output", type=Path, default=ROOT / "reports/benchmarks/serving.md")
     args = parser.parse_args(argv)
@@ -519,14 +495,9 @@ def main(argv: list[str] | None = None) -> None:
 
     results: list[Result] = []
     for server in args.servers:
-        if server == "ray-serve":
-            results += bench_ray_serve(server, tracking_uri, texts, args, quantize=False)
-        elif server == "ray-serve-int8":
-            results += bench_ray_serve(server, tracking_uri, texts, args, quantize=True)
-        elif server == "ray-serve-int8-direct":
-            with serve_env(TUNED_ENV):
-                tuned = argparse.Namespace(**{**vars(args), "no_access_log": True})
-                results += bench_ray_serve(server, tracking_uri, texts, tuned, quantize=True)
+        if server in RAY_SERVE_VARIANTS:
+            variant = RAY_SERVE_VARIANTS[server]
+            results += bench_ray_serve(server, tracking_uri, texts, args, **variant)
         elif server == "mlflow":
             results += bench_mlflow(tracking_uri, texts, args, work)
         elif server == "naive-fastapi":
@@ -544,6 +515,8 @@ def main(argv: list[str] | None = None) -> None:
         "duration": args.duration,
         "warmup": args.warmup,
         "agreement": agreement,
+        "trained": args.model_dir is not None,
+        "model_dir": str(args.model_dir),
         "unique_texts": len(set(texts)),
         "load_before": load_before,
         "load_after": tuple(round(x, 2) for x in os.getloadavg()),
