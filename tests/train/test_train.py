@@ -187,6 +187,16 @@ def test_unreachable_cluster_and_missing_splits_are_one_line_errors(tmp_path):
     assert "run `ml data split` first" in missing.stderr
 
 
+def test_more_worker_cpus_than_the_machine_has_is_an_error_not_a_hang(tmp_path):
+    import os
+
+    make_project(tmp_path, num_workers=(os.cpu_count() or 2) + 1)
+    done = run_ml(["--params", "params.yaml", "train"], tmp_path, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"need {(os.cpu_count() or 2) + 1} CPUs" in done.stderr
+    assert "train.num_workers" in done.stderr
+
+
 def test_import_cli_stays_light():
     code = (
         "import sys, ml.cli; "
