@@ -179,7 +179,7 @@ def write_report(path: Path, args, plain: dict, ray: dict | None, ray_note: str)
         lines += [
             "",
             "GPU numbers: `python benchmarks/train_throughput.py --device cuda` measures the same "
-            "pair on a GPU (bf16). It has not been run for this report: no GPU was available.",
+            "pair on a GPU (bf16); reports/benchmarks/training-gpu.md has an H100 run.",
         ]
     lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
