@@ -13,6 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_tune_writes_best_params_and_logs_trials(tmp_path, monkeypatch):
+    # An earlier test's mlflow.set_tracking_uri leaves MLFLOW_TRACKING_URI pointing at its
+    # (stopped) server, and load_settings below would apply it as an override.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     make_project(
         tmp_path,
         rows_per_class=4,
