@@ -456,11 +456,11 @@ def _check_direct_ingress(settings: "Settings") -> None:
         )
 
 
-def _free_loopback_port() -> int:
+def _free_port(host: str) -> int:
     import socket
 
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
@@ -471,8 +471,7 @@ def start_local(
 
     With `ray.address` unset this is a local Ray instance on this machine (embedded defaults);
     with RAY_ADDRESS it deploys to that cluster. With serve.ingress `direct` the replica itself
-    listens on the port and the proxy moves to a free loopback port (it then only answers
-    Serve's own health checks).
+    listens on the port and Serve's proxy moves to a free port on the same host.
     """
     from ml.serve import init_ray
 
@@ -483,16 +482,16 @@ def start_local(
     s = settings.serve
     host, port = host or s.host, port or s.port
     logging_config = None
-    proxy_host, proxy_port = host, port
+    proxy_port = port
     if s.ingress == "direct":
         _check_direct_ingress(settings)
         os.environ.update(direct_ingress_env(port))
-        proxy_port = _free_loopback_port()  # the replica binds host:port (same http_options)
+        proxy_port = _free_port(host)  # the replica binds host:port (same http_options)
         # Every prediction is in the prediction log already; a per-request access log line
         # costs the one replica CPU it needs for the model.
         logging_config = {"enable_access_log": False}
     init_ray(settings.ray.address, logging_level=logging.WARNING)
-    serve.start(http_options={"host": proxy_host, "port": proxy_port})
+    serve.start(http_options={"host": host, "port": proxy_port})
     serve.run(
         build(settings),
         name=s.app_name,
