@@ -214,8 +214,13 @@ class ServeSettings(_Section):
     max_ongoing_requests: int = Field(64, ge=1)
     max_batch_size: int = Field(32, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0)
-    inference_batch_size: int = Field(16, ge=1, description="length-sorted sub-batch size")
+    inference_batch_size: int = Field(32, ge=1, description="length-sorted sub-batch size")
     quantize: bool = Field(False, description="int8 dynamic quantization of Linear layers (CPU)")
+    runtime: Literal["torch", "onnxruntime"] = Field(
+        "onnxruntime",
+        description="what runs the model on CPU: eager torch, or ONNX Runtime on a graph exported "
+        "from the same weights (on a GPU, torch always)",
+    )
     ingress: Literal["proxy", "direct"] = Field(
         "proxy",
         description="proxy: Serve's HTTP proxy routes to any number of replicas; direct: one "

@@ -6,15 +6,16 @@
     GET  /metrics   Prometheus text format (this replica's counters; Ray also exports
                     the built-in serve_* metrics cluster-wide on its metrics port)
 
-Speed on CPU comes from four things together (measured in reports/benchmarks/serving.md):
+Speed on CPU comes from five things together (measured in reports/benchmarks/serving.md):
 `@serve.batch` gathers concurrent texts into one model call; `max_ongoing_requests` well above
 `max_batch_size` lets a batch actually fill; each gathered batch is sorted by length and run in
-sub-batches padded only to their longest text; torch uses exactly the replica's CPUs. Inference
-runs in a worker thread so the event loop keeps accepting (and batching) requests meanwhile.
+sub-batches padded only to their longest text; the model uses exactly the replica's CPUs; and
+ONNX Runtime (serve.runtime) runs it without holding the GIL, so request handling on the event
+loop overlaps the matmuls in the inference thread.
 
-The model is chosen by `user_config` (`model_uri`, `quantize`): changing it with `serve deploy`
-calls `reconfigure` on the live replicas, which load the new model beside the old one and swap
-it in one assignment, so requests in flight finish on the old model and none fail.
+The model is chosen by `user_config` (`model_uri`, `quantize`, `runtime`): changing it with
+`serve deploy` calls `reconfigure` on the live replicas, which load the new model beside the old
+one and swap it in one assignment, so requests in flight finish on the old model and none fail.
 
 Builder for `serve run` / `serve deploy`: `ml.serve.app:build_app` (deploy/serve_config.yaml).
 """
@@ -54,6 +55,7 @@ DEPLOYMENT_NAME = "TagClassifier"
 USER_CONFIG_KEYS = (
     "model_uri",
     "quantize",
+    "runtime",
     "log_text",
     "max_batch_size",
     "batch_wait_timeout_s",
@@ -74,6 +76,7 @@ class Loaded:
     info: "ModelInfo"
     uri: str
     quantize: bool
+    runtime: str
 
 
 def _replica_id() -> str:
@@ -169,14 +172,20 @@ class TagClassifier:
 
         uri = str(user_config["model_uri"])
         quantize = bool(user_config.get("quantize", False))
-        if self.loaded is None or (uri, quantize) != (self.loaded.uri, self.loaded.quantize):
+        runtime = str(user_config.get("runtime", "torch"))
+        wanted = (uri, quantize, runtime)
+        if self.loaded is None or wanted != (
+            self.loaded.uri,
+            self.loaded.quantize,
+            self.loaded.runtime,
+        ):
             classifier, info = load_classifier(
-                uri, self.tracking_uri, quantize, self.device, self.torch_threads
+                uri, self.tracking_uri, quantize, self.device, self.torch_threads, runtime
             )
             # One assignment: a batch already running keeps its reference to the old model.
             # torch.set_num_threads is per thread: apply it on the thread that runs the model.
             self._inference.submit(_set_torch_threads, self.torch_threads).result()
-            self.loaded = Loaded(classifier, info, uri, quantize)
+            self.loaded = Loaded(classifier, info, uri, quantize, runtime)
             logger.info("serving %s version %s (%s)", info.name, info.version, uri)
         self.log_text = bool(user_config.get("log_text", True))
         self.inference_batch_size = int(user_config.get("inference_batch_size", 16))
@@ -362,6 +371,7 @@ def user_config(settings: "Settings") -> dict[str, Any]:
     return {
         "model_uri": default_model_uri(settings),
         "quantize": s.quantize,
+        "runtime": s.runtime,
         "log_text": s.log_text,
         "max_batch_size": s.max_batch_size,
         "batch_wait_timeout_s": s.batch_wait_timeout_s,

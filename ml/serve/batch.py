@@ -53,11 +53,13 @@ def _texts(frame: pd.DataFrame, text_columns: list[str]) -> list[str]:
 class _Predictor:
     """A Ray Data actor: loads the model once, then classifies pandas batches."""
 
-    def __init__(self, uri: str, tracking_uri: str | None, quantize: bool, threads: int) -> None:
+    def __init__(
+        self, uri: str, tracking_uri: str | None, quantize: bool, runtime: str, threads: int
+    ) -> None:
         from ml.serve.loader import load_classifier, text_columns
 
         self.classifier, self.info = load_classifier(
-            uri, tracking_uri, quantize, "cpu", torch_threads=threads
+            uri, tracking_uri, quantize, "cpu", torch_threads=threads, runtime=runtime
         )
         self.text_columns = text_columns(self.classifier)
 
@@ -126,6 +128,7 @@ def predict_file(
             model_uri or default_model_uri(settings),
             tracking_uri(settings),
             settings.serve.quantize,
+            settings.serve.runtime,
             threads,
         ),
         batch_format="pandas",

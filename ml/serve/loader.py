@@ -41,6 +41,7 @@ class ModelInfo:
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     quantized: bool = False
+    runtime: str = "torch"
     device: str = "cpu"
 
     def as_dict(self) -> dict[str, Any]:
@@ -144,8 +145,13 @@ def load_classifier(
     quantize: bool = False,
     device: str | None = None,
     torch_threads: int | None = None,
+    runtime: str = "torch",
 ) -> tuple[TextClassifier, ModelInfo]:
-    """(classifier, info) for a model URI, on `device` (default: cuda when available)."""
+    """(classifier, info) for a model URI, on `device` (default: cuda when available).
+
+    On CPU, `runtime` "onnxruntime" runs an ONNX export of the same weights (ml/serve/onnx.py);
+    `quantize` then quantizes that graph instead of the torch module. On a GPU torch runs it.
+    """
     import torch
 
     from ml.train.model import TextClassifier
@@ -160,7 +166,17 @@ def load_classifier(
         classifier = TextClassifier.load(model_dir, device=device)
     except (ModelError, OSError) as exc:
         raise ModelLoadError(f"cannot load the model dir of {uri} ({model_dir}): {exc}") from exc
-    if quantize and device == "cpu":
+    if runtime == "onnxruntime" and device == "cpu":
+        from ml.serve.onnx import OnnxRuntimeError, use_onnxruntime
+
+        try:
+            threads = torch_threads or torch.get_num_threads()
+            use_onnxruntime(classifier, model_dir, quantize, threads)
+        except OnnxRuntimeError as exc:
+            raise ModelLoadError(f"{uri}: {exc}") from exc
+        info.runtime = "onnxruntime"
+        info.quantized = quantize
+    elif quantize and device == "cpu":
         classifier.model = quantize_int8(classifier.model)
         info.quantized = True
     info.device = device

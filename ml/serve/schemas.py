@@ -111,6 +111,7 @@ class ModelResponse(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)
     labels: list[str]
     quantized: bool
+    runtime: str
     device: str
 
 

@@ -128,6 +128,8 @@ def test_health_model_and_metrics(stack):
     assert model["alias"] == "champion" and model["git_sha"] == GIT_SHA
     assert model["metrics"] == {"f1_weighted": 0.5}
     assert model["labels"] == sorted(model["labels"]) and len(model["labels"]) == 4
+    # The default runtime on CPU: the probabilities above came from ONNX Runtime.
+    assert (model["runtime"], model["quantized"], model["device"]) == ("onnxruntime", False, "cpu")
     metrics = requests.get(f"{stack['url']}/metrics", timeout=30).text
     assert 'ml_serve_requests_total{status="200"}' in metrics
     assert "ml_serve_batch_size_bucket" in metrics
