@@ -2,12 +2,13 @@
 
 Servers (each gets the machine to itself in turn; all on loopback):
   ray-serve        this project's endpoint as `ml serve` starts it with the default params:
-                   Serve's HTTP proxy, @serve.batch, length-sorted sub-batches, torch threads =
-                   replica CPUs, max_ongoing_requests 64
-  ray-serve-int8   the same with int8 dynamic quantization (`ml serve --quantize`)
+                   Serve's HTTP proxy, @serve.batch, ONNX Runtime with threads = replica CPUs,
+                   max_ongoing_requests 64
   ray-serve-direct        `ml serve --ingress direct`: the replica serves HTTP itself on the
                           port (Serve's throughput profile; no Python proxy hop)
-  ray-serve-direct-int8   `ml serve --ingress direct --quantize`
+  ray-serve-direct-int8   `ml serve --ingress direct --quantize` (ONNX Runtime's int8)
+  ray-serve-direct-torch-int8   `ml serve --ingress direct --quantize --runtime torch`: eager
+                                torch with its int8, the runtime the others replace
   mlflow           `mlflow models serve` of the same registered model (what a user gets for free)
   naive-fastapi    one FastAPI app, one request = one model call (uvicorn, 1 worker)
 
@@ -58,6 +59,8 @@ class Result:
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     load: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    busy_cores: float = 0.0  # the whole machine, while the load ran
+    client_cores: float = 0.0  # this process: the load client
 
     @property
     def rps(self) -> float:
@@ -182,12 +185,23 @@ async def _load(
 def run_load(server: str, url: str, make_body, args) -> list[Result]:
     results = []
     for concurrency in args.concurrency:
+        import psutil
+
         result = Result(server, concurrency)
+        machine, client, started = psutil.cpu_times(), psutil.Process().cpu_times(), time.time()
         asyncio.run(_load(url, make_body, concurrency, args.warmup, args.duration, result))
+        elapsed = time.time() - started
+        machine_now, client_now = psutil.cpu_times(), psutil.Process().cpu_times()
+        idle = (machine_now.idle + machine_now.iowait) - (machine.idle + machine.iowait)
+        result.busy_cores = (os.cpu_count() or 1) - idle / elapsed
+        result.client_cores = (
+            client_now.user + client_now.system - client.user - client.system
+        ) / elapsed
         result.load = os.getloadavg()
         print(
             f"  {server:15s} c={concurrency:3d}: {result.rps:7.1f} req/s  p50 {result.pct(50):7.1f}"
-            f"  p99 {result.pct(99):7.1f} ms  errors {result.errors}",
+            f"  p99 {result.pct(99):7.1f} ms  errors {result.errors}  "
+            f"cores busy {result.busy_cores:.2f} (client {result.client_cores:.2f})",
             flush=True,
         )
         results.append(result)
@@ -245,10 +259,10 @@ def bench_ray_serve(name: str, tracking_uri: str, texts: list[str], args, **over
 
 # What each Ray Serve row runs: serve.* values, as `ml serve --quantize --ingress ...` sets them.
 RAY_SERVE_VARIANTS = {
-    "ray-serve": {"quantize": False, "ingress": "proxy"},
-    "ray-serve-int8": {"quantize": True, "ingress": "proxy"},
-    "ray-serve-direct": {"quantize": False, "ingress": "direct"},
-    "ray-serve-direct-int8": {"quantize": True, "ingress": "direct"},
+    "ray-serve": {"quantize": False, "ingress": "proxy", "runtime": "onnxruntime"},
+    "ray-serve-direct": {"quantize": False, "ingress": "direct", "runtime": "onnxruntime"},
+    "ray-serve-direct-int8": {"quantize": True, "ingress": "direct", "runtime": "onnxruntime"},
+    "ray-serve-direct-torch-int8": {"quantize": True, "ingress": "direct", "runtime": "torch"},
 }
 
 
@@ -376,18 +390,24 @@ def bench_naive(model_dir: Path, texts: list[str], args, work: Path) -> list:
 # ---- report --------------------------------------------------------------------------------
 
 
-def int8_agreement(model_dir: Path, texts: list[str]) -> float:
-    """Share of texts where the int8 model's label equals the fp32 model's."""
-    from ml.serve.loader import quantize_int8
-    from ml.train.model import TextClassifier
+def agreement(model_dir: Path, texts: list[str]) -> dict[str, float]:
+    """Per runtime/int8 setup: the share of texts whose label equals eager torch fp32's, and the
+    largest probability difference."""
+    from ml.serve.loader import load_classifier
 
-    fp32 = TextClassifier.load(model_dir)
-    int8 = TextClassifier.load(model_dir)
-    int8.model = quantize_int8(int8.model)
     unique = list(dict.fromkeys(texts))
-    a = fp32.predict_proba(unique).argmax(1)
-    b = int8.predict_proba(unique).argmax(1)
-    return float((a == b).mean())
+    reference = load_classifier(str(model_dir), device="cpu")[0].predict_proba(unique)
+    out = {}
+    for name, runtime, quantize in (
+        ("onnxruntime fp32", "onnxruntime", False),
+        ("onnxruntime int8", "onnxruntime", True),
+        ("torch int8", "torch", True),
+    ):
+        model = load_classifier(str(model_dir), None, quantize, "cpu", None, runtime)[0]
+        probabilities = model.predict_proba(unique)
+        out[name] = float((probabilities.argmax(1) == reference.argmax(1)).mean())
+        out[f"{name} max diff"] = float(abs(probabilities - reference).max())
+    return out
 
 
 def write_report(results: list[Result], meta: dict, path: Path) -> None:
@@ -403,13 +423,17 @@ def write_report(results: list[Result], meta: dict, path: Path) -> None:
         f"measured per row after {meta['warmup']:.0f} s warm-up. The asyncio load client runs on "
         "the same cores as the server.",
         "",
-        "| server | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | load avg (1 min) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "The last two columns: CPU cores busy on the whole machine while the load ran, and the "
+        "share of them the load client itself used.",
+        "",
+        "| server | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | cores busy "
+        "| client |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.server} | {r.concurrency} | {r.rps:.1f} | {r.pct(50):.0f} | {r.pct(95):.0f} | "
-            f"{r.pct(99):.0f} | {r.errors} | {r.load[0]:.2f} |"
+            f"{r.pct(99):.0f} | {r.errors} | {r.busy_cores:.2f} | {r.client_cores:.2f} |"
         )
     lines += ["", "## At concurrency 32, against `mlflow models serve`", ""]
     base = by.get(("mlflow", 32))
@@ -425,16 +449,22 @@ def write_report(results: list[Result], meta: dict, path: Path) -> None:
                 f"- {server}: {r.rps / base.rps:.2f}x throughput, p99 {r.pct(99):.0f} ms"
                 + ("" if server == "mlflow" else f" ({verdict})")
             )
+    agree = meta["agreement"]
     lines += [
         "",
-        f"int8 dynamic quantization: the int8 model's label equals the fp32 model's on "
-        f"{meta['agreement'] * 100:.1f}% of the {meta['unique_texts']} distinct benchmark texts "
+        f"Same labels as eager torch fp32 on the {meta['unique_texts']} distinct benchmark texts "
         + (
-            f"(the trained model given with --model-dir, {Path(meta['model_dir']).name})."
+            f"(the trained model given with --model-dir, {Path(meta['model_dir']).name}): "
             if meta["trained"]
             else "(for this model, whose head is untrained because no --model-dir was given: "
-            "near-uniform probabilities flip easily; measure on the trained champion)."
-        ),
+            "near-uniform probabilities flip easily; measure on the trained champion): "
+        )
+        + "; ".join(
+            f"{name} {agree[name] * 100:.1f}% (largest probability difference "
+            f"{agree[name + ' max diff']:.1g})"
+            for name in ("onnxruntime fp32", "onnxruntime int8", "torch int8")
+        )
+        + ".",
         "",
         f"Machine load (os.getloadavg) before the run: {meta['load_before']}; after: "
         f"{meta['load_after']}. Other work shares these cores: numbers move between runs; "
@@ -443,10 +473,13 @@ def write_report(results: list[Result], meta: dict, path: Path) -> None:
         "Behind Serve's Python proxy the replica receives requests too slowly to batch on 2 "
         "shared cores (the `mean batch` lines of the run log): each request costs the replica "
         "several Ray actor calls. With `serve.ingress: direct` the replica answers HTTP itself, "
-        "batches fill, and the replica is then bound by the model's arithmetic (a profile of "
-        "the replica: ~75 % of its time in the encoder's matmuls); int8 lowers that.",
+        "batches fill, and the replica is then bound by the model's arithmetic. Eager torch "
+        "then leaves part of the 2 cores idle (the cores-busy column): its forward pass needs "
+        "the GIL between every op, and the replica's event loop holds it while it handles "
+        "requests. ONNX Runtime holds the GIL only to start and end a whole graph, so the "
+        "matmuls and the request handling overlap.",
         "",
-        "Ray Serve settings: one replica holding all CPUs (torch threads = CPUs), "
+        "Ray Serve settings: one replica holding all CPUs (model threads = CPUs), "
         "max_batch_size 32, batch_wait_timeout_s from params.yaml, max_ongoing_requests 64, "
         "length-sorted sub-batches (serve.inference_batch_size). `mlflow models serve` and the "
         "naive app run with their defaults (1 worker).",
@@ -490,8 +523,8 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     texts = bench_texts(tokenizer)
     tokens = float(np.mean([len(tokenizer(t)["input_ids"]) for t in texts]))
-    agreement = int8_agreement(model_dir, texts)
-    print(f"model {model_dir}; {tokens:.1f} tokens per text; int8 agreement {agreement:.3f}")
+    agree = agreement(model_dir, texts)
+    print(f"model {model_dir}; {tokens:.1f} tokens per text; label agreement {agree}")
 
     results: list[Result] = []
     for server in args.servers:
@@ -514,7 +547,7 @@ def main(argv: list[str] | None = None) -> None:
         "tokens": tokens,
         "duration": args.duration,
         "warmup": args.warmup,
-        "agreement": agreement,
+        "agreement": agree,
         "trained": args.model_dir is not None,
         "model_dir": str(args.model_dir),
         "unique_texts": len(set(texts)),
@@ -534,6 +567,8 @@ def main(argv: list[str] | None = None) -> None:
                     "p99_ms": r.pct(99),
                     "errors": r.errors,
                     "requests": r.requests,
+                    "cores_busy": r.busy_cores,
+                    "client_cores": r.client_cores,
                 }
                 for r in results
             ],
