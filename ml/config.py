@@ -120,10 +120,16 @@ class TrainSettings(_Section):
     early_stopping_min_delta: float = Field(0.0, ge=0)
     metric: str = Field("val_loss", description="validation metric: early stopping, best model")
     metric_mode: Literal["max", "min"] = Field("min", description="max for scores, min for losses")
-    num_workers: int = Field(2, ge=1)
-    cpus_per_worker: float = Field(1, gt=0)
+    num_workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(2, gt=0)
     use_gpu: bool = False
     resources_per_worker: dict[str, float] = Field(default_factory=dict)
+    data_sharding: Literal["interleave", "streaming_split"] = Field(
+        "interleave",
+        description="interleave: every worker reads the (materialized) train set in one shared "
+        "shuffled order and takes every world-th batch; streaming_split: Ray Data splits the "
+        "stream between workers (for data larger than the object store)",
+    )
     max_failures: int = Field(2, ge=-1)
     checkpoints_to_keep: int = Field(2, ge=1)
     report: str = "reports/train.json"

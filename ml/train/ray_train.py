@@ -8,12 +8,14 @@ there is one, train/evaluate per epoch, report metrics with a checkpoint every e
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,23 @@ def _fault_hook(config: dict[str, Any], epoch: int, rank: int):
     return on_step
 
 
+def interleave_plan(rows: int, per_worker_batch: int, world: int) -> tuple[int, int]:
+    """(batch size, steps) per worker per epoch with `data_sharding: interleave`.
+
+    Every worker takes every world-th batch of one shared order, and all take the same number
+    (DDP needs equal steps), so up to world-1 trailing batches of an epoch are left out (the
+    order changes every epoch). A train set smaller than world x batch gets smaller batches, so
+    that every worker still has one."""
+    per_worker_batch = max(1, min(per_worker_batch, rows // world))
+    batches = -(-rows // per_worker_batch)
+    return per_worker_batch, max(1, batches // world)
+
+
+def interleaved_shard(batches: Iterable[Any], rank: int, world: int, steps: int) -> Iterator[Any]:
+    """Worker `rank`'s batches of the shared order: rank, rank + world, ... (`steps` of them)."""
+    return itertools.islice(batches, rank, steps * world, world)
+
+
 def _gather(value: Any) -> list[Any]:
     import torch.distributed as dist
 
@@ -124,7 +143,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     labels: list[str] = config["labels"]
     model, tokenizer = build_model(config["base_model"], labels, cfg.dropout)
     per_worker_batch = max(1, cfg.batch_size // world)
-    steps = loop.steps_per_epoch(config["train_rows"] // world, per_worker_batch)
+    interleave = config["data_sharding"] == "interleave"
+    if interleave:
+        per_worker_batch, steps = interleave_plan(config["train_rows"], per_worker_batch, world)
+    else:
+        steps = loop.steps_per_epoch(config["train_rows"] // world, per_worker_batch)
     optimizer = loop.make_optimizer(model, cfg.lr, cfg.weight_decay)
     scheduler = loop.make_scheduler(optimizer, steps * cfg.epochs, cfg.warmup_fraction)
     stopper = loop.EarlyStopping(config["patience"], config["min_delta"], config["metric_mode"])
@@ -161,8 +184,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             batch_size=per_worker_batch,
             batch_format="numpy",
             local_shuffle_buffer_size=config["train_rows"],
-            local_shuffle_seed=cfg.seed * 1000 + epoch * 10 + rank,
+            # interleave: one seed for all ranks, so every worker sees the same order.
+            local_shuffle_seed=cfg.seed * 1000 + epoch * 10 + (0 if interleave else rank),
         )
+        if interleave:
+            batches = interleaved_shard(batches, rank, world, steps)
         train = loop.train_epoch(
             model,
             batches,
@@ -433,6 +459,7 @@ def _worker_config(
         "train_rows": train_rows,
         "use_gpu": use_gpu,
         "threads_per_worker": max(1, int(train.cpus_per_worker)),
+        "data_sharding": train.data_sharding,
         "patience": train.early_stopping_patience,
         "min_delta": train.early_stopping_min_delta,
         "metric": train.metric,
@@ -471,7 +498,10 @@ def make_trainer(
             num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources
         ),
         datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        # interleave: every worker gets the whole train set and takes its own batches of it.
+        dataset_config=DataConfig(
+            datasets_to_split=["train"] if train.data_sharding == "streaming_split" else []
+        ),
         run_config=RunConfig(
             name=run_name,
             storage_path=storage_path,
