@@ -51,21 +51,19 @@ def _weights_digest(model_dir: Path) -> str:
     return digest.hexdigest()[:32]
 
 
-class _LogitsOnly:
+def _logits_only(model: Any) -> Any:
     """The classifier with positional inputs and a tensor output, the shape an exporter needs."""
+    import torch
 
-    def __new__(cls, model: Any) -> Any:
-        import torch
+    class LogitsOnly(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
 
-        class LogitsOnly(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
+        def forward(self, input_ids, attention_mask):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
-            def forward(self, input_ids, attention_mask):
-                return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-
-        return LogitsOnly().eval()
+    return LogitsOnly().eval()
 
 
 def export(classifier: TextClassifier, path: Path) -> None:
@@ -91,7 +89,7 @@ def export(classifier: TextClassifier, path: Path) -> None:
         exporter_log.setLevel(logging.ERROR)
         try:
             torch.onnx.export(
-                _LogitsOnly(classifier.model.cpu()),
+                _logits_only(classifier.model.cpu()),
                 (sample["input_ids"], sample["attention_mask"]),
                 str(path),
                 input_names=["input_ids", "attention_mask"],
