@@ -16,6 +16,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from ml.train import loop
     from ml.train.model import build_model, load_weights, save_model
 
+    entered = time.time()
     quiet_ray_data()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -142,6 +144,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     labels: list[str] = config["labels"]
     model, tokenizer = build_model(config["base_model"], labels, cfg.dropout)
+    startup = {
+        "worker_start_s": entered - config.get("fit_started_at", entered),
+        "model_load_s": time.time() - entered,
+    }
     per_worker_batch = max(1, cfg.batch_size // world)
     interleave = config["data_sharding"] == "interleave"
     if interleave:
@@ -237,6 +243,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         totals["train_samples_total"] += samples
         totals["train_seconds_total"] += max(g[5] for g in gathered)
         metrics.update(totals)
+        metrics.update(startup)
         improved = stopper.update(metrics[metric], epoch)
         metrics["best_" + metric] = stopper.best
         if rank == 0:
@@ -248,10 +255,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 + ("  *best*" if improved else ""),
                 flush=True,
             )
-            if config.get("mlflow_run_id"):
-                from ml.train.tracking import log_epoch
-
-                log_epoch(config["tracking_uri"], config["mlflow_run_id"], metrics, epoch + 1)
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
             if rank == 0:
@@ -341,9 +344,9 @@ _TOKENIZERS: dict[str, Any] = {}
 
 def _cached_tokenizer(source: str) -> Any:
     if source not in _TOKENIZERS:
-        from transformers import AutoTokenizer
+        from ml.train.loop import load_tokenizer
 
-        _TOKENIZERS[source] = AutoTokenizer.from_pretrained(source)
+        _TOKENIZERS[source] = load_tokenizer(source)
     return _TOKENIZERS[source]
 
 
@@ -418,15 +421,17 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
         except Exception as exc:
             raise TrainError(f"cannot connect to the Ray cluster at {address}: {exc}") from exc
         return
+    # The local raylet's workers inherit the driver's environment. Setting it here rather than
+    # as a job runtime_env matters: a job runtime_env makes Ray start fresh worker processes for
+    # every actor instead of using the ones it prestarted, seconds each on a small machine.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # One node that is never drained: the preemption watcher is an actor to start for nothing.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # The controller notices that the workers finished on its next poll (default every 2 s).
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     # "local" always starts a private instance: a bare ray.init() would join whatever cluster
     # was last started on this machine (someone else's run, a test's cluster).
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        include_dashboard=True,
-        log_to_driver=True,
-        runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
-    )
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, log_to_driver=True)
 
 
 def _worker_config(
@@ -535,18 +540,38 @@ def write_train_reports(settings: Settings, report: dict[str, Any]) -> None:
 
 def check_base_model(base: str) -> str:
     """The loadable source of the base model, checked here so a bad name fails in one line
-    before any worker starts (a worker failing to load it would only be retried)."""
-    from transformers import AutoConfig
+    before any worker starts (a worker failing to load it would only be retried).
 
+    A local folder (the packaged default included) is checked by reading its config.json,
+    which spares the driver the ~3 s import of transformers; a hub id goes through AutoConfig."""
     from ml.train.model import ModelError, resolve_base_model
 
     source = resolve_base_model(base)
+    advice = (
+        "Use 'all-minilm-l6-v2' offline, a local model folder, or a reachable Hugging Face hub."
+    )
+    folder = Path(source)
+    if folder.is_dir():
+        try:
+            model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ModelError(
+                f"cannot load base model {base!r}: {folder} has no readable config.json "
+                f"({exc}). {advice}"
+            ) from exc
+        if not model_type:
+            raise ModelError(
+                f"cannot load base model {base!r}: {folder / 'config.json'} names no "
+                f"model_type. {advice}"
+            )
+        return source
+    from transformers import AutoConfig
+
     try:
         AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as exc:
         raise ModelError(
-            f"cannot load base model {base!r} ({source}): {str(exc).splitlines()[0]}. Use "
-            "'all-minilm-l6-v2' offline, a local model folder, or a reachable Hugging Face hub."
+            f"cannot load base model {base!r} ({source}): {str(exc).splitlines()[0]}. {advice}"
         ) from exc
     return source
 
@@ -557,7 +582,6 @@ def run_training(settings: Settings, options: TrainOptions | None = None) -> Tra
     started = time.perf_counter()
     paths = split_paths(settings)
     labels = json.loads(paths["labels"].read_text())["labels"]
-    base_source = check_base_model(settings.model.base)
 
     train_settings = settings.train
     num_workers = options.num_workers or train_settings.num_workers
@@ -580,15 +604,26 @@ def run_training(settings: Settings, options: TrainOptions | None = None) -> Tra
 
     from ml.train import tracking
 
-    tracking_uri, experiment_id = tracking.setup_mlflow(settings)
+    # Quick checks before Ray starts, so a wrong base model or tracking URI fails at once.
+    base_source = check_base_model(settings.model.base)
+    tracking.check_tracking_uri(tracking.resolve_tracking_uri(settings))
+    timings = {"prepare_s": time.perf_counter() - started}
     ray_started = time.perf_counter()
     init_ray(address)
-    timings = {"ray_init_s": time.perf_counter() - ray_started}
+    timings["ray_init_s"] = time.perf_counter() - ray_started
     if not address:
         check_local_cpus(num_workers, train_settings.cpus_per_worker)
+
+    # Ray Data tokenises in its own worker processes while this thread sets up MLflow (its
+    # import, mostly): on a small machine the two overlap instead of adding up.
+    overlap_started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ml-tokenize") as pool:
+        tokenizing = pool.submit(build_datasets, frames, base_source, settings.model.max_length)
+        tracking_uri, experiment_id = tracking.setup_mlflow(settings)
+        datasets = tokenizing.result()
+    timings["tokenize_and_mlflow_setup_s"] = time.perf_counter() - overlap_started
     import mlflow
 
-    datasets = build_datasets(frames, base_source, settings.model.max_length)
     worker_config = _worker_config(
         settings, labels, len(frames["train"]), epochs, use_gpu, num_workers
     )
@@ -621,7 +656,6 @@ def run_training(settings: Settings, options: TrainOptions | None = None) -> Tra
                 }
             )
             mlflow.log_dict(checksums, "data_checksums.json")
-        worker_config.update(mlflow_run_id=run.info.run_id, tracking_uri=tracking_uri)
         trainer = make_trainer(
             settings,
             worker_config,
@@ -630,9 +664,11 @@ def run_training(settings: Settings, options: TrainOptions | None = None) -> Tra
             use_gpu=use_gpu,
             run_name=run_name,
             storage_path=storage_path,
+            callbacks=[tracking.epoch_logger(tracking_uri, run.info.run_id)],
         )
         try:
             fit_started = time.perf_counter()
+            worker_config["fit_started_at"] = time.time()
             result = trainer.fit()
             timings["fit_s"] = time.perf_counter() - fit_started
         except Exception as exc:
@@ -665,16 +701,21 @@ def run_training(settings: Settings, options: TrainOptions | None = None) -> Tra
             for k, v in best_metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
-        duration = time.perf_counter() - started
         last = result.metrics or best_metrics
         samples_per_s = float(last.get("train_samples_total", 0.0)) / max(
             float(last.get("train_seconds_total", 0.0)), 1e-9
         )
-        mlflow.log_metrics({**final, "duration_s": duration, "samples_per_s": samples_per_s})
         from ml.train.pyfunc import log_pyfunc_model
 
+        log_started = time.perf_counter()
         model_uri = log_pyfunc_model(model_dir)
         mlflow.log_dict(json.loads((model_dir / "labels.json").read_text()), "labels.json")
+        timings["log_model_s"] = time.perf_counter() - log_started
+        for key in ("worker_start_s", "model_load_s"):
+            if key in last:
+                timings[key] = float(last[key])
+        duration = time.perf_counter() - started
+        mlflow.log_metrics({**final, "duration_s": duration, "samples_per_s": samples_per_s})
         report_path = settings.path(train_settings.report)
         report = {
             "run_id": run.info.run_id,

@@ -154,7 +154,6 @@ def run_tune(
             worker_config = ray_train._worker_config(
                 trial_settings, labels, train_rows, int(config["epochs"]), False, num_workers
             )
-            worker_config.update(mlflow_run_id=run.info.run_id, tracking_uri=tracking_uri)
             trainer = ray_train.make_trainer(
                 trial_settings,
                 worker_config,
@@ -163,7 +162,11 @@ def run_tune(
                 use_gpu=False,
                 run_name=trial_name,
                 storage_path=storage_path,
-                callbacks=[TuneReportCallback()],
+                # Log first: once Tune has the report, ASHA may stop the trial at once.
+                callbacks=[
+                    tracking.epoch_logger(tracking_uri, run.info.run_id),
+                    TuneReportCallback(),
+                ],
             )
             status = "FAILED"
             try:
