@@ -427,8 +427,6 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # One node that is never drained: the preemption watcher is an actor to start for nothing.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    # The controller notices that the workers finished on its next poll (default every 2 s).
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     # "local" always starts a private instance: a bare ray.init() would join whatever cluster
     # was last started on this machine (someone else's run, a test's cluster).
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, log_to_driver=True)
