@@ -75,7 +75,7 @@ def test_base_model_check_reads_config_of_local_folders(tmp_path, packaged):
     assert check_base_model("all-minilm-l6-v2") == str(packaged)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ModelError, match="no readable config.json"):
+    with pytest.raises(ModelError, match=r"no readable config\.json"):
         check_base_model(str(empty))
     (empty / "config.json").write_text(json.dumps({"hidden_size": 8}))
     with pytest.raises(ModelError, match="names no model_type"):
