@@ -234,6 +234,19 @@ def write_report(path: Path, args, runs: list[tuple[str, dict]], ray_note: str) 
             f"runs of each side); target <= 1.15x: {'met' if ratio <= 1.15 else 'NOT met'}. "
             f"Per training step alone: {plain_rate / ray_rate:.2f}x (mean samples/s, plain "
             "over Ray).",
+        ]
+        pairs = [
+            dict(runs[i : i + 2])
+            for i in range(0, len(runs) - 1, 2)
+            if {side for side, _ in runs[i : i + 2]} == {"plain", "ray"}
+        ]
+        if len(pairs) > 1:
+            lines.append(
+                "Each adjacent plain/Ray pair alone: "
+                + ", ".join(f"{p['ray']['wall_s'] / p['plain']['wall_s']:.2f}x" for p in pairs)
+                + " (their spread is the machine's drift, which the sums above even out)."
+            )
+        lines += [
             "",
             "Where `ml train`'s time goes (seconds, from reports/train.json `timings`; means over "
             "its runs):",
@@ -243,7 +256,7 @@ def write_report(path: Path, args, runs: list[tuple[str, dict]], ray_note: str) 
         ]
         phases = {
             "prepare_s": "read splits, check base model (before Ray starts)",
-            "tokenize_and_mlflow_setup_s": "Ray Data tokenizing, overlapped with MLflow setup",
+            "tokenize_s": "Ray Data tokenizing",
             "worker_start_s": "fit() to the train function running in the worker",
             "model_load_s": "build the model in the worker",
             "fit_s": "all of trainer.fit() (includes the two above and every epoch)",
@@ -258,9 +271,11 @@ def write_report(path: Path, args, runs: list[tuple[str, dict]], ray_note: str) 
             "What `ml train` adds over the plain loop: Ray Train starts a controller and a "
             "worker process (each imports Ray Train and torch) plus a few helper actors; Ray "
             "Data tokenizes in its own worker; each epoch writes a checkpoint (weights and AdamW "
-            "state, ~0.5 s); MLflow gets params, per-epoch metrics (from the Ray Train "
-            "controller, so the worker never imports MLflow) and the pyfunc model. Per step, "
-            "Ray's own processes take a few percent of the two cores the worker trains on.",
+            "state, ~0.5 s, uploaded to storage in the background); MLflow gets params and "
+            "tags (the run is opened in a driver thread while Ray Train starts), per-epoch "
+            "metrics (from the Ray Train controller, so the worker never imports MLflow) and the "
+            "pyfunc model. Per step, Ray's own processes take a few percent of the two cores the "
+            "worker trains on.",
         ]
     else:
         lines += ["", f"`ml train` rows missing: {ray_note}"]

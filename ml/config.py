@@ -126,9 +126,10 @@ class TrainSettings(_Section):
     resources_per_worker: dict[str, float] = Field(default_factory=dict)
     data_sharding: Literal["interleave", "streaming_split"] = Field(
         "interleave",
-        description="interleave: every worker reads the (materialized) train set in one shared "
-        "shuffled order and takes every world-th batch; streaming_split: Ray Data splits the "
-        "stream between workers (for data larger than the object store)",
+        description="interleave: every worker reads the (materialized) splits into memory once, "
+        "shuffles them in one order shared by all and takes every world-th batch; "
+        "streaming_split: Ray Data splits the stream between workers every epoch (for data "
+        "larger than the object store or a worker's memory)",
     )
     max_failures: int = Field(2, ge=-1)
     checkpoints_to_keep: int = Field(2, ge=1)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -78,6 +81,14 @@ def quiet_ray_data() -> None:
     context.print_on_execution_start = False
 
 
+def quiet_ray_train_worker() -> None:
+    """Ray Train logs every checkpoint and report at INFO, with the whole metrics dict; the
+    per-epoch line says the same in one line. (Internal logger names: if they change, this
+    only stops quieting them.)"""
+    for name in ("storage", "context"):
+        logging.getLogger(f"ray.train.v2._internal.execution.{name}").setLevel(logging.WARNING)
+
+
 def _fault_hook(config: dict[str, Any], epoch: int, rank: int):
     spec = config.get("inject_fault")
     if not spec or rank != 0:
@@ -111,6 +122,34 @@ def interleaved_shard(batches: Iterable[Any], rank: int, world: int, steps: int)
     return itertools.islice(batches, rank, steps * world, world)
 
 
+def pull_split(shard: Any) -> dict[str, Any]:
+    """A worker's whole dataset shard as numpy columns, read once in Ray Data's block order.
+
+    With `data_sharding: interleave` the splits fit the object store by that mode's premise,
+    so each worker keeps its token ids in memory (a few MB here) and shuffles them itself
+    every epoch: Ray Data's per-batch iteration machinery then runs once instead of every epoch,
+    and the read overlaps the worker's model load."""
+    import numpy as np
+    from ray.data import DataContext
+
+    from ml.train.loop import LABEL_COLUMN, TOKEN_COLUMNS
+
+    # Every interleaving worker must hold the rows in the same order.
+    DataContext.get_current().execution_options.preserve_order = True
+    parts = list(shard.iter_batches(batch_size=4096, batch_format="numpy"))
+    return {
+        name: np.concatenate([part[name] for part in parts])
+        for name in (*TOKEN_COLUMNS, LABEL_COLUMN)
+    }
+
+
+def _progress(line: str) -> None:
+    """One console line from the rank-0 worker. Written to stdout directly: Ray Train's
+    patched print would send it both to stdout and to its logger, and the console got it twice."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def _gather(value: Any) -> list[Any]:
     import torch.distributed as dist
 
@@ -126,7 +165,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import numpy as np
     import ray.train
     import torch
-    from ray.train import Checkpoint
+    from ray.train import Checkpoint, CheckpointUploadMode
     from ray.train.torch import prepare_model
 
     from ml.train import loop
@@ -134,6 +173,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     entered = time.time()
     quiet_ray_data()
+    quiet_ray_train_worker()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, int(config["threads_per_worker"])))
@@ -142,6 +182,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     use_gpu = bool(config["use_gpu"]) and torch.cuda.is_available()
     device = ray.train.torch.get_device() if use_gpu else torch.device("cpu")
 
+    interleave = config["data_sharding"] == "interleave"
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    # interleave: read both splits into memory in the background while the model loads.
+    pulling = None
+    if interleave:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ml-pull-splits")
+        pulling = pool.submit(lambda: (pull_split(train_shard), pull_split(val_shard)))
+        pool.shutdown(wait=False)
+
     labels: list[str] = config["labels"]
     model, tokenizer = build_model(config["base_model"], labels, cfg.dropout)
     startup = {
@@ -149,7 +199,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         "model_load_s": time.time() - entered,
     }
     per_worker_batch = max(1, cfg.batch_size // world)
-    interleave = config["data_sharding"] == "interleave"
     if interleave:
         per_worker_batch, steps = interleave_plan(config["train_rows"], per_worker_batch, world)
     else:
@@ -171,7 +220,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         totals.update(state.get("totals", {}))
         start_epoch = state["epoch"] + 1
         if rank == 0:
-            print(f"[train] resumed from checkpoint after epoch {state['epoch'] + 1}", flush=True)
+            _progress(f"[train] resumed from checkpoint after epoch {state['epoch'] + 1}")
     if start_epoch >= cfg.epochs or stopper.should_stop:
         return
 
@@ -180,21 +229,27 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if world > 1 or use_gpu
         else model.to(device)
     )
-    train_shard = ray.train.get_dataset_shard("train")
-    val_data = ray.train.get_dataset_shard("val")
     metric = config["metric"]
+    train_data, val_data = pulling.result() if pulling is not None else (None, None)
 
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
-        batches = train_shard.iter_batches(
-            batch_size=per_worker_batch,
-            batch_format="numpy",
-            local_shuffle_buffer_size=config["train_rows"],
-            # interleave: one seed for all ranks, so every worker sees the same order.
-            local_shuffle_seed=cfg.seed * 1000 + epoch * 10 + (0 if interleave else rank),
-        )
-        if interleave:
-            batches = interleaved_shard(batches, rank, world, steps)
+        # interleave: one seed for all ranks, so every worker sees the same order.
+        shuffle_seed = cfg.seed * 1000 + epoch * 10 + (0 if interleave else rank)
+        if train_data is not None:
+            batches = interleaved_shard(
+                loop.iterate_batches(train_data, per_worker_batch, True, shuffle_seed),
+                rank,
+                world,
+                steps,
+            )
+        else:
+            batches = train_shard.iter_batches(
+                batch_size=per_worker_batch,
+                batch_format="numpy",
+                local_shuffle_buffer_size=config["train_rows"],
+                local_shuffle_seed=shuffle_seed,
+            )
         train = loop.train_epoch(
             model,
             batches,
@@ -208,11 +263,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         )
         # Validation is not split by Ray: every worker reads it, each scores every world-th
         # batch, and the predictions are gathered, so the metric covers every row exactly once.
-        own = (
-            batch
-            for i, batch in enumerate(val_data.iter_batches(batch_size=64, batch_format="numpy"))
-            if i % world == rank
+        val_batches = (
+            loop.iterate_batches(val_data, 64, False)
+            if val_data is not None
+            else val_shard.iter_batches(batch_size=64, batch_format="numpy")
         )
+        own = (batch for i, batch in enumerate(val_batches) if i % world == rank)
         # The unwrapped module: DDP's forward syncs buffers collectively, and the workers may
         # score different numbers of batches.
         probabilities, targets, loss_sum = loop.predict_batches(
@@ -247,43 +303,42 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         improved = stopper.update(metrics[metric], epoch)
         metrics["best_" + metric] = stopper.best
         if rank == 0:
-            print(
+            _progress(
                 f"[train] epoch {epoch + 1}/{cfg.epochs}  train_loss {metrics['train_loss']:.4f}  "
                 f"val_loss {metrics['val_loss']:.4f}  val_f1 {metrics['val_f1']:.4f}  "
                 f"val_acc {metrics['val_accuracy']:.4f}  {seconds:.1f}s  "
-                f"{metrics['train_samples_per_s']:.1f} samples/s"
-                + ("  *best*" if improved else ""),
-                flush=True,
+                f"{metrics['train_samples_per_s']:.1f} samples/s" + ("  *best*" if improved else "")
             )
-        with tempfile.TemporaryDirectory() as directory:
-            checkpoint = None
-            if rank == 0:
-                save_model(
-                    model,
-                    tokenizer,
-                    labels,
-                    Path(directory) / CHECKPOINT_MODEL,
-                    cfg.max_length,
-                    extra=config["model_meta"],
-                )
-                torch.save(
-                    {
-                        "epoch": epoch,
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "early_stopping": stopper.state(),
-                        "totals": totals,
-                    },
-                    Path(directory) / CHECKPOINT_STATE,
-                )
-                checkpoint = Checkpoint.from_directory(directory)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        checkpoint = None
+        if rank == 0:
+            # Uploaded to storage by Ray in the background while the next epoch trains; Ray
+            # deletes this directory once it is copied.
+            directory = Path(tempfile.mkdtemp(prefix="ml-checkpoint-"))
+            save_model(
+                model,
+                tokenizer,
+                labels,
+                directory / CHECKPOINT_MODEL,
+                cfg.max_length,
+                extra=config["model_meta"],
+            )
+            torch.save(
+                {
+                    "epoch": epoch,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "early_stopping": stopper.state(),
+                    "totals": totals,
+                },
+                directory / CHECKPOINT_STATE,
+            )
+            checkpoint = Checkpoint.from_directory(str(directory))
+        ray.train.report(
+            metrics, checkpoint=checkpoint, checkpoint_upload_mode=CheckpointUploadMode.ASYNC
+        )
         if stopper.should_stop:
             if rank == 0:
-                print(
-                    f"[train] early stop: {metric} not better for {stopper.patience} epochs",
-                    flush=True,
-                )
+                _progress(f"[train] early stop: {metric} not better for {stopper.patience} epochs")
             break
 
 
@@ -574,6 +629,32 @@ def check_base_model(base: str) -> str:
     return source
 
 
+def _open_tracking_run(
+    settings: Settings,
+    paths: dict[str, Path],
+    run_name: str,
+    attempt: str,
+    params: dict[str, str],
+    extra_tags: dict[str, str],
+) -> tuple[str, str]:
+    """(tracking uri, run id): the run's provenance (git sha, data checksums, params hash,
+    system info) gathered and the MLflow run opened, new or resumed (`tracking.open_run`)."""
+    from ml.train import tracking
+
+    checksums = tracking.data_checksums(paths["train"].parent)
+    tags = {
+        "git_sha": tracking.git_sha(settings.root),
+        "params_hash": tracking.params_hash(settings),
+        "base_model": settings.model.base,
+        **{f"data_sha256.{name}": digest for name, digest in checksums.items()},
+        **{f"system.{k}": v for k, v in tracking.system_info().items()},
+        **extra_tags,
+    }
+    return tracking.open_run(
+        settings, run_name, attempt, params, tags, {"data_checksums.json": checksums}
+    )
+
+
 def run_training(settings: Settings, options: TrainOptions | None = None) -> TrainResult:
     """Train with Ray Train, track in MLflow, install the best model; see the module doc."""
     options = options or TrainOptions()
@@ -612,70 +693,70 @@ def run_training(settings: Settings, options: TrainOptions | None = None) -> Tra
     if not address:
         check_local_cpus(num_workers, train_settings.cpus_per_worker)
 
-    # Ray Data tokenises in its own worker processes while this thread sets up MLflow (its
-    # import, mostly): on a small machine the two overlap instead of adding up.
-    overlap_started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ml-tokenize") as pool:
-        tokenizing = pool.submit(build_datasets, frames, base_source, settings.model.max_length)
-        tracking_uri, experiment_id = tracking.setup_mlflow(settings)
-        datasets = tokenizing.result()
-    timings["tokenize_and_mlflow_setup_s"] = time.perf_counter() - overlap_started
-    import mlflow
-
     worker_config = _worker_config(
         settings, labels, len(frames["train"]), epochs, use_gpu, num_workers
     )
-    resumed_run = tracking.find_unfinished_run(experiment_id, run_name)
-    with mlflow.start_run(run_id=resumed_run, run_name=None if resumed_run else run_name) as run:
-        if not resumed_run:
-            params = tracking.flatten_params(
-                {"model": settings.as_dict()["model"], "train": settings.as_dict()["train"]}
-            )
-            params.update(
-                {
-                    "train.epochs": str(epochs),
-                    "train.num_workers": str(num_workers),
-                    "train.use_gpu": str(use_gpu),
-                    "data.train_rows": str(len(frames["train"])),
-                    "data.val_rows": str(len(frames["val"])),
-                }
-            )
-            mlflow.log_params(params)
-            checksums = tracking.data_checksums(paths["train"].parent)
-            mlflow.set_tags(
-                {
-                    "ray_run_name": run_name,
-                    "git_sha": tracking.git_sha(settings.root),
-                    "params_hash": tracking.params_hash(settings),
-                    "base_model": settings.model.base,
-                    **{f"data_sha256.{name}": digest for name, digest in checksums.items()},
-                    **{f"system.{k}": v for k, v in tracking.system_info().items()},
-                    **options.extra_tags,
-                }
-            )
-            mlflow.log_dict(checksums, "data_checksums.json")
-        trainer = make_trainer(
-            settings,
-            worker_config,
-            datasets,
-            num_workers=num_workers,
-            use_gpu=use_gpu,
-            run_name=run_name,
-            storage_path=storage_path,
-            callbacks=[tracking.epoch_logger(tracking_uri, run.info.run_id)],
+    params = tracking.flatten_params(
+        {"model": settings.as_dict()["model"], "train": settings.as_dict()["train"]}
+    )
+    params.update(
+        {
+            "train.epochs": str(epochs),
+            "train.num_workers": str(num_workers),
+            "train.use_gpu": str(use_gpu),
+            "data.train_rows": str(len(frames["train"])),
+            "data.val_rows": str(len(frames["val"])),
+        }
+    )
+    tokenize_started = time.perf_counter()
+    datasets = build_datasets(frames, base_source, settings.model.max_length)
+    timings["tokenize_s"] = time.perf_counter() - tokenize_started
+    attempt = uuid.uuid4().hex
+    # The MLflow run is opened in the background (importing MLflow, opening its store, params,
+    # tags, checksums: seconds of a small machine's CPU) while Ray Train starts its controller
+    # and workers, which leaves this process idle. The controller's epoch logger finds the run
+    # by its attempt tag when the first epoch reports.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ml-mlflow-run") as pool:
+        opening = pool.submit(
+            _open_tracking_run, settings, paths, run_name, attempt, params, options.extra_tags
         )
+        fit_error: Exception | None = None
         try:
+            trainer = make_trainer(
+                settings,
+                worker_config,
+                datasets,
+                num_workers=num_workers,
+                use_gpu=use_gpu,
+                run_name=run_name,
+                storage_path=storage_path,
+                callbacks=[
+                    tracking.epoch_logger(
+                        tracking.resolve_tracking_uri(settings),
+                        experiment=settings.mlflow.experiment,
+                        attempt=attempt,
+                    )
+                ],
+            )
             fit_started = time.perf_counter()
             worker_config["fit_started_at"] = time.time()
             result = trainer.fit()
             timings["fit_s"] = time.perf_counter() - fit_started
         except Exception as exc:
-            mlflow.set_tag("failure", str(exc)[:500])
+            fit_error = exc
+        tracking_uri, run_id = opening.result()
+    import mlflow
+
+    with mlflow.start_run(run_id=run_id) as run:
+        if fit_error is not None:
+            mlflow.set_tag("failure", str(fit_error)[:500])
+            if isinstance(fit_error, TrainError):
+                raise fit_error
             raise TrainError(
-                f"training run {run_name!r} failed: {str(exc).splitlines()[0]}. "
+                f"training run {run_name!r} failed: {str(fit_error).splitlines()[0]}. "
                 f"Rerun with --run-name {run_name} to resume from its last "
                 "checkpoint."
-            ) from exc
+            ) from fit_error
         metric = train_settings.metric
         best = (
             result.get_best_checkpoint(metric=metric, mode=train_settings.metric_mode)

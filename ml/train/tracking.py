@@ -73,6 +73,71 @@ def find_unfinished_run(experiment_id: str, run_name: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+ATTEMPT_TAG = "ml.train_attempt"
+
+
+def open_run(
+    settings: Settings,
+    ray_run_name: str,
+    attempt: str,
+    params: dict[str, str],
+    tags: dict[str, str],
+    dicts: dict[str, Any],
+) -> tuple[str, str]:
+    """(tracking uri, run id) of the MLflow run for Ray run `ray_run_name`: the interrupted one
+    of that name, resumed, or a new one with `params`, `tags` and the `dicts` artifacts.
+
+    Made with MlflowClient rather than mlflow.start_run so it can run in a background thread
+    (the fluent API's active run is per thread); the tags MLflow's fluent API would add
+    (user, source) are added the same way. The `attempt` tag lets the epoch logger in the Ray
+    Train controller find this run (`epoch_logger`)."""
+    uri, experiment_id = setup_mlflow(settings)
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+    from mlflow.tracking.context.registry import resolve_tags
+
+    client = MlflowClient(tracking_uri=uri)
+    run_id = find_unfinished_run(experiment_id, ray_run_name)
+    if run_id:
+        client.update_run(run_id, status="RUNNING")
+        client.set_tag(run_id, ATTEMPT_TAG, attempt)
+        return uri, run_id
+    run = client.create_run(
+        experiment_id,
+        run_name=ray_run_name,
+        tags=resolve_tags({"ray_run_name": ray_run_name, ATTEMPT_TAG: attempt, **tags}),
+    )
+    run_id = run.info.run_id
+    client.log_batch(run_id, params=[Param(key, str(value)) for key, value in params.items()])
+    for name, payload in dicts.items():
+        client.log_dict(run_id, payload, name)
+    return uri, run_id
+
+
+def find_attempt_run(client: Any, experiment: str, attempt: str, timeout_s: float) -> str:
+    """The id of the run tagged with `attempt`, waiting up to timeout_s for it to appear."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = client.get_experiment_by_name(experiment)
+        runs = (
+            client.search_runs(
+                [found.experiment_id], filter_string=f"tags.`{ATTEMPT_TAG}` = '{attempt}'"
+            )
+            if found
+            else []
+        )
+        if runs:
+            return runs[0].info.run_id
+        if time.monotonic() > deadline:
+            raise TrackingError(
+                f"no MLflow run tagged {ATTEMPT_TAG}={attempt} in experiment {experiment!r} "
+                f"after {timeout_s:.0f} s: the driver could not open its run (see its log)"
+            )
+        time.sleep(0.5)
+
+
 def log_epoch(client: Any, run_id: str, metrics: dict[str, float], step: int) -> None:
     """One epoch's numeric metrics into the run through an MlflowClient."""
     import time
@@ -88,15 +153,28 @@ def log_epoch(client: Any, run_id: str, metrics: dict[str, float], step: int) ->
     client.log_batch(run_id, metrics=batch)
 
 
-def epoch_logger(tracking_uri: str, run_id: str) -> Any:
-    """A Ray Train callback that logs every epoch's metrics to the MLflow run.
+def epoch_logger(
+    tracking_uri: str,
+    run_id: str | None = None,
+    *,
+    experiment: str | None = None,
+    attempt: str | None = None,
+    lookup_timeout_s: float = 300.0,
+) -> Any:
+    """A Ray Train callback that logs every epoch's metrics to the MLflow run: `run_id`, or the
+    run of `experiment` tagged with `attempt` (see `open_run`), looked up at the first epoch,
+    so training can start while the driver is still opening the run.
 
     It runs in the Ray Train controller, so the training workers never import MLflow (seconds
     of CPU on a small machine, taken from the first epoch) and never talk to its store."""
     from ray.train import UserCallback
 
+    if run_id is None and not (experiment and attempt):
+        raise ValueError("epoch_logger needs a run_id, or an experiment and an attempt tag")
+
     class MLflowEpochLogger(UserCallback):
         client: Any = None
+        run: str | None = run_id
 
         def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any):
             # Every rank reports the same gathered metrics; rank 0's are the run's.
@@ -109,7 +187,9 @@ def epoch_logger(tracking_uri: str, run_id: str) -> Any:
                 from mlflow.tracking import MlflowClient
 
                 self.client = MlflowClient(tracking_uri=tracking_uri)
-            log_epoch(self.client, run_id, metrics[0], int(metrics[0]["epoch"]))
+            if self.run is None:
+                self.run = find_attempt_run(self.client, experiment, attempt, lookup_timeout_s)
+            log_epoch(self.client, self.run, metrics[0], int(metrics[0]["epoch"]))
 
     return MLflowEpochLogger()
 

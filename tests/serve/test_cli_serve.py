@@ -22,7 +22,7 @@ def test_ml_serve_answers_and_flushes_the_log_on_ctrl_c(tiny_model_dir, tmp_path
     from ml.serve.prediction_log import read_prediction_log
 
     port, log_dir = free_port(), tmp_path / "predictions"
-    env = cli_env(ML_PREDICTION_LOG_DIR=str(log_dir))
+    env = cli_env(ML_PREDICTION_LOG_DIR=str(log_dir), PYTHONFAULTHANDLER="1")
     env.pop("ML_SERVE_TOKEN", None)
     proc = subprocess.Popen(
         [
@@ -53,7 +53,14 @@ def test_ml_serve_answers_and_flushes_the_log_on_ctrl_c(tiny_model_dir, tmp_path
         assert refused.status_code == 422, refused.text
         assert requests.get(f"{url}/model", timeout=30).json()["labels"]
         proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=120)
+        try:
+            output, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            # PYTHONFAULTHANDLER (set below) makes SIGABRT print every thread's stack first:
+            # the failure then says where shutdown hung.
+            proc.send_signal(signal.SIGABRT)
+            output, _ = proc.communicate(timeout=60)
+            pytest.fail(f"`ml serve` did not exit within 120 s of Ctrl-C:\n{output[-6000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
