@@ -87,7 +87,21 @@ def plain_pytorch(settings, rows: int | None, epochs: int, device: str) -> dict:
 
 
 def ray_train(settings, rows: int | None, epochs: int, device: str, workers: int) -> dict:
+    import threading
+
+    import ray
+
     from ml.train.ray_train import TrainOptions, run_training
+
+    ray_ready = {}
+
+    def note_ray_ready() -> None:
+        while not ray.is_initialized():
+            time.sleep(0.1)
+        ray_ready["at"] = time.time()
+
+    # When ray.init returned: the CPU accounting leaves cluster start out from then on.
+    threading.Thread(target=note_ray_ready, daemon=True).start()
 
     with tempfile.TemporaryDirectory() as tmp:
         # Outputs of a benchmark run must not replace the project's model or report.
@@ -120,6 +134,7 @@ def ray_train(settings, rows: int | None, epochs: int, device: str, workers: int
         "wall_s": wall - timings.get("ray_init_s", 0.0),
         "samples_per_s": result.samples_per_s,
         "timings": timings,
+        "ray_ready_at": ray_ready.get("at", 0.0),
     }
 
 
@@ -165,10 +180,73 @@ def run_side(args, side: str, tmp: Path, index: int) -> dict:
         *(["--rows", str(args.rows)] if args.rows else []),
     ]
     print(f"== run {index + 1}: {side}", flush=True)
-    done = subprocess.run(command, env={**os.environ, SPAWNED_AT: repr(time.time())})
-    if done.returncode != 0:
-        raise SystemExit(f"the {side} run failed (exit {done.returncode}); see its output above")
-    return json.loads(result.read_text())
+    process = subprocess.Popen(command, env={**os.environ, SPAWNED_AT: repr(time.time())})
+    samples = sample_process_tree(process)
+    if process.returncode != 0:
+        raise SystemExit(f"the {side} run failed (exit {process.returncode}); see its output above")
+    numbers = json.loads(result.read_text())
+    if samples is not None:
+        numbers["cpu_s"] = cpu_by_group(samples, process.pid, numbers.get("ray_ready_at", 0.0))
+    return numbers
+
+
+def sample_process_tree(process) -> dict[int, list[tuple[float, float, str]]] | None:
+    """(time, CPU seconds, title) of the process and every descendant (Ray's daemons, actors
+    and workers are children of the driver that started the local cluster), twice a second until
+    it exits; None without psutil (a bare GPU box)."""
+    try:
+        import psutil
+    except ImportError:
+        process.wait()
+        return None
+    samples: dict[int, list[tuple[float, float, str]]] = {}
+    root = psutil.Process(process.pid)
+    while process.poll() is None:
+        now = time.time()
+        try:
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            tree = []
+        for proc in tree:
+            try:
+                cpu = proc.cpu_times()
+                title = " ".join(proc.cmdline())
+            except psutil.Error:
+                continue
+            samples.setdefault(proc.pid, []).append((now, cpu.user + cpu.system, title))
+        time.sleep(0.5)
+    return samples
+
+
+CPU_GROUPS = {
+    "driver": "the process that was launched (plain: the whole loop; Ray: the `ml train` driver)",
+    "train_worker": "Ray Train worker: the training itself",
+    "controller": "Ray Train controller",
+    "ray_actors": "other Ray actors and workers (Ray Data, Train helpers, idle workers)",
+    "ray_daemons": "Ray's daemons (GCS, raylet, dashboard, agents, log monitor)",
+}
+
+
+def cpu_by_group(samples: dict, root_pid: int, since: float) -> dict[str, float]:
+    """CPU seconds per CPU_GROUPS key, counted from `since` (the end of ray.init, so cluster
+    start is left out as in the wall times; 0 for the plain loop) to the process's exit."""
+    groups = dict.fromkeys(CPU_GROUPS, 0.0)
+    for pid, series in samples.items():
+        before = [cpu for at, cpu, _ in series if at <= since]
+        start = before[-1] if before else 0.0
+        title = series[-1][2]
+        if pid == root_pid:
+            group = "driver"
+        elif title.startswith("ray::RayTrainWorker"):
+            group = "train_worker"
+        elif title.startswith("ray::TrainController"):
+            group = "controller"
+        elif title.startswith("ray::"):
+            group = "ray_actors"
+        else:
+            group = "ray_daemons"
+        groups[group] += series[-1][1] - start
+    return groups
 
 
 def order_of_runs(rounds: int, with_ray: bool) -> list[str]:
@@ -266,16 +344,18 @@ def write_report(path: Path, args, runs: list[tuple[str, dict]], ray_note: str) 
             values = [r["timings"][key] for r in ray if key in r["timings"]]
             if values:
                 lines.append(f"| `{key}`: {label} | {sum(values) / len(values):.1f} |")
+        lines += cpu_table(plain, ray)
         lines += [
             "",
             "What `ml train` adds over the plain loop: Ray Train starts a controller and a "
             "worker process (each imports Ray Train and torch) plus a few helper actors; Ray "
             "Data tokenizes in its own worker; each epoch writes a checkpoint (weights and AdamW "
-            "state, ~260 MB, written and then copied to storage, ~0.5 s); MLflow gets params and "
-            "tags (the run is opened in a driver thread while Ray Train starts), per-epoch "
+            "state, ~260 MB, written and then copied to storage, 0.2-0.6 s); MLflow gets params "
+            "and tags (the run is opened in a driver thread while Ray Train starts), per-epoch "
             "metrics (from the Ray Train controller, so the worker never imports MLflow) and the "
-            "pyfunc model. Per step, Ray's own processes take a few percent of the two cores the "
-            "worker trains on.",
+            "pyfunc model. During the epochs, Ray's other processes (the CPU table) keep "
+            "running beside the worker: on two cores, the CPU they take is what the worker's "
+            "steps lose.",
         ]
     else:
         lines += ["", f"`ml train` rows missing: {ray_note}"]
@@ -288,6 +368,44 @@ def write_report(path: Path, args, runs: list[tuple[str, dict]], ray_note: str) 
     lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
+
+
+def cpu_table(plain: list[dict], ray: list[dict]) -> list[str]:
+    """Where the CPU went, per process group (means over each side's runs); empty without
+    the accounting (no psutil)."""
+    if not all("cpu_s" in r for r in plain + ray):
+        return []
+
+    def mean(runs: list[dict], group: str) -> float:
+        return sum(r["cpu_s"][group] for r in runs) / len(runs)
+
+    cores = os.cpu_count() or 1
+    ray_wall = sum(r["wall_s"] for r in ray) / len(ray)
+    others = sum(mean(ray, g) for g in ("controller", "ray_actors", "ray_daemons"))
+    ray_total = sum(mean(ray, g) for g in CPU_GROUPS)
+    plain_total = mean(plain, "driver")
+    lines = [
+        "",
+        "Where the CPU went (CPU seconds, user + system, of the launched process and all its "
+        "descendants, sampled twice a second; Ray runs counted from the end of ray.init; means "
+        "over each side's runs):",
+        "",
+        "| process group | plain | `ml train` |",
+        "|---|---:|---:|",
+    ]
+    for group, label in CPU_GROUPS.items():
+        plain_value = f"{mean(plain, group):.1f}" if group == "driver" else "-"
+        lines.append(f"| {label} | {plain_value} | {mean(ray, group):.1f} |")
+    lines += [
+        "",
+        f"Ray's processes other than the training worker used {others:.1f} CPU s, "
+        f"{100 * others / (ray_wall * cores):.1f}% of the machine's {cores} cores over "
+        "`ml train`'s wall: CPU that the training worker, which wants both cores, does not get.",
+        f"All of `ml train`'s processes together used {ray_total:.1f} CPU s against the plain "
+        f"loop's {plain_total:.1f}: **{ray_total / plain_total:.2f}x the CPU work**. Where the "
+        "training keeps every core busy, as here, the wall ratio cannot go below that.",
+    ]
+    return lines
 
 
 def main() -> None:
