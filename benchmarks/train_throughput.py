@@ -5,7 +5,9 @@ runs as its own process, as a user would run it, timed from process launch to th
 saved (the plain loop) or installed and logged to MLflow (`ml train`); Ray cluster start
 (ray.init) is left out of the ratio, as the issue asks. The sides run in the order
 plain, Ray, Ray, plain (`--rounds 2`), so a machine that drifts faster or slower during the run
-weighs on both alike; the ratio is Ray's summed wall over plain's.
+weighs on both alike; the ratio is Ray's summed wall over plain's. The CPU time of every process
+each run starts (Ray's daemons, controller, actors and workers included) is sampled too, so the
+report shows what share of the cores Ray's own processes take from the training.
 
     python benchmarks/train_throughput.py [--device cpu|cuda] [--epochs N] [--rows N] [--rounds N]
 
