@@ -11,7 +11,10 @@ from tests.train.project import make_project
 
 
 @pytest.fixture
-def settings(tmp_path):
+def settings(tmp_path, monkeypatch):
+    # Project paths, the SQLite store among them, resolve against the working folder: without
+    # this the tests would write into (and find earlier runs in) the checkout's own mlflow.db.
+    monkeypatch.chdir(tmp_path)
     return load_settings(make_project(tmp_path), environ={})
 
 
