@@ -159,8 +159,9 @@ def child(args) -> None:
     Path(args.result).write_text(json.dumps(result))
 
 
-def run_side(args, side: str, tmp: Path, index: int) -> dict:
-    """Launch one side as a fresh process (imports, model load and all) and read its numbers."""
+def run_side(args, side: str, tmp: Path, index: int, niceness: int = 0) -> dict:
+    """Launch one side as a fresh process (imports, model load and all) and read its numbers;
+    `niceness` > 0 runs it at that nice value (`nice` execs it, so the pid is the same)."""
     import subprocess
 
     result = tmp / f"{index}-{side}.json"
@@ -182,6 +183,8 @@ def run_side(args, side: str, tmp: Path, index: int) -> dict:
         *(["--rows", str(args.rows)] if args.rows else []),
     ]
     print(f"== run {index + 1}: {side}", flush=True)
+    if niceness:
+        command = ["nice", "-n", str(niceness), *command]
     process = subprocess.Popen(command, env={**os.environ, SPAWNED_AT: repr(time.time())})
     samples = sample_process_tree(process)
     if process.returncode != 0:

@@ -540,7 +540,10 @@ def make_trainer(
     run_name: str,
     storage_path: str,
     callbacks: list[Any] | None = None,
+    train_loop: Any = train_loop_per_worker,
 ) -> Any:
+    """The TorchTrainer of `ml train`. `train_loop` is replaceable so that a benchmark can run
+    Ray's side of a training run, every process of it, with a worker that does not train."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -549,7 +552,7 @@ def make_trainer(
     if use_gpu:
         resources.setdefault("GPU", 1)
     return TorchTrainer(
-        train_loop_per_worker,
+        train_loop,
         train_loop_config=worker_config,
         scaling_config=ScalingConfig(
             num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources

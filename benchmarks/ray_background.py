@@ -1,0 +1,285 @@
+"""What Ray's own processes cost a training step: the plain PyTorch loop alone, against the same
+loop beside a Ray Train run of `ml train` whose worker does not train.
+
+The background is `ml train`'s Ray side, built by the same functions: the embedded local Ray
+(`init_ray`), the splits tokenized by Ray Data (`build_datasets`) and `make_trainer`'s
+TorchTrainer, with a worker that only waits. So its controller, helper actors, Ray Data's
+actors and Ray's daemons all run, and nothing else. The foreground is train_throughput.py's
+plain loop, 1 epoch per run, as a fresh process each time, at each of the nice values given:
+Ray runs its daemons at nice 0 and its workers, the training worker among them, at
+`RAY_worker_niceness` (15 unless set). Each round runs every niceness alone, then beside the
+background in the order given and back, then alone again, so drift in the machine's speed
+weighs on both sides alike.
+
+On a machine whose cores the training fills, the slowdown measured here is paid on every step of
+`ml train`, whatever its own code does: it is the floor of train_throughput.py's per-step ratio.
+
+    python benchmarks/ray_background.py [--rounds N] [--epochs N] [--niceness 0,15]
+
+Writes reports/benchmarks/ray-background.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def idle_worker(config: dict) -> None:
+    """A Ray Train worker that says it is up, then waits for the stop file."""
+    import time as clock
+    from pathlib import Path as FilePath
+
+    FilePath(config["ready_file"]).write_text("ready\n")
+    while not FilePath(config["stop_file"]).exists():
+        clock.sleep(0.5)
+
+
+def background(params: str, ready_file: str, stop_file: str, storage: str) -> None:
+    """`ml train`'s Ray side with `idle_worker` as the train loop (runs in its own process)."""
+    import json
+
+    from ml.config import load_settings
+    from ml.train import ray_train
+
+    settings = load_settings(params)
+    paths = ray_train.split_paths(settings)
+    labels = json.loads(paths["labels"].read_text())["labels"]
+    frames = {
+        name: ray_train.read_split(settings, paths[name], labels) for name in ("train", "val")
+    }
+    ray_train.init_ray(None)
+    workers = settings.train.num_workers
+    config = ray_train._worker_config(
+        settings, labels, len(frames["train"]), settings.train.epochs, False, workers
+    )
+    config.update(ready_file=ready_file, stop_file=stop_file)
+    datasets = ray_train.build_datasets(
+        frames, ray_train.check_base_model(settings.model.base), settings.model.max_length
+    )
+    trainer = ray_train.make_trainer(
+        settings,
+        config,
+        datasets,
+        num_workers=workers,
+        use_gpu=False,
+        run_name="ray-background",
+        storage_path=storage,
+        train_loop=idle_worker,
+    )
+    trainer.fit()
+
+
+def process_title(cmdline: list[str]) -> str:
+    """A short name for a Ray process: its actor title, or the script or binary it runs."""
+    if not cmdline:
+        return "?"
+    if cmdline[0].startswith("ray"):
+        return cmdline[0].split(" ")[0]
+    args = [arg for arg in cmdline[1:] if not arg.startswith("-")]
+    program = args[0] if "python" in Path(cmdline[0]).name and args else cmdline[0]
+    return Path(program).name
+
+
+class Background:
+    """The background run as a child process; its whole process tree's CPU time on demand."""
+
+    def __init__(self, params: str, tmp: Path) -> None:
+        self.ready, self.stop = tmp / "ready", tmp / "stop"
+        for flag in (self.ready, self.stop):
+            flag.unlink(missing_ok=True)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--background",
+                "--params",
+                params,
+                "--ready-file",
+                str(self.ready),
+                "--stop-file",
+                str(self.stop),
+                "--storage",
+                str(tmp / "ray_results"),
+            ],
+            stdout=(tmp / "background.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 300
+        while not self.ready.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                log = (tmp / "background.log").read_text().splitlines()[-20:]
+                raise SystemExit(
+                    "the background Ray Train run did not start; its last output:\n"
+                    + "\n".join(log)
+                )
+            time.sleep(0.5)
+        time.sleep(10)  # let the actors' start-up work finish: the steady state is measured
+
+    def cpu_seconds(self) -> dict[int, tuple[float, str]]:
+        """{pid: (CPU seconds so far, title)} of every process in the run's tree."""
+        import psutil
+
+        root = psutil.Process(self.process.pid)
+        found = {}
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+                found[proc.pid] = (times.user + times.system, process_title(proc.cmdline()))
+            except psutil.Error:
+                continue
+        return found
+
+    def close(self) -> None:
+        self.stop.write_text("stop\n")
+        try:
+            self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def write_report(path: Path, args, runs: list[tuple[str, dict]]) -> None:
+    import torch
+
+    besides = [r for side, r in runs if side == "beside"]
+    processes = max(r["background_processes"] for r in besides)
+    share = sum(r["background_cpu_share"] for r in besides) / len(besides)
+    top = max((r["background_top"] for r in besides), key=lambda t: t[1])
+    cores = os.cpu_count() or 1
+    niceness = ",".join(str(n) for n in args.niceness)
+    worker_niceness = int(os.environ.get("RAY_worker_niceness", "15"))  # noqa: SIM112 (Ray's name)
+    lines = [
+        "# Ray's own processes against a training step",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
+        f"`python benchmarks/ray_background.py --rounds {args.rounds} --epochs {args.epochs} "
+        f"--niceness {niceness}`.",
+        "",
+        f"- Machine: {platform.machine()}, {cores} CPU cores; torch {torch.__version__}.",
+        "- Foreground: train_throughput.py's plain PyTorch loop (threads = cores), "
+        f"{args.epochs} epoch(s) per run, a fresh process each run, at nice {niceness}. Ray "
+        "runs its daemons at nice 0 and its workers, the training worker among them, at "
+        f"`RAY_worker_niceness`: {worker_niceness} here (Ray's default is 15).",
+        '- Background ("beside" runs): `ml train`\'s Ray side, built by its own functions (local '
+        "Ray with its dashboard, Ray Data tokenizing the splits, the same TorchTrainer with its "
+        "controller, helper actors and dataset manager) with a worker that only waits: "
+        f"{processes} processes. Measured from 10 s after its worker is up.",
+        "- Order: " + ", ".join(f"{side} (nice {r['niceness']})" for side, r in runs) + ".",
+        "",
+        "| run | plain loop | nice | training samples/s | background's CPU, % of one core |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for index, (side, result) in enumerate(runs, 1):
+        cell = f"{100 * result['background_cpu_share']:.1f}" if side == "beside" else "-"
+        lines.append(
+            f"| {index} | {side} | {result['niceness']} | {result['samples_per_s']:.1f} | {cell} |"
+        )
+    lines.append("")
+    for nice in args.niceness:
+        rates = {
+            side: [r["samples_per_s"] for s, r in runs if s == side and r["niceness"] == nice]
+            for side in ("alone", "beside")
+        }
+        slowdown = (sum(rates["alone"]) / len(rates["alone"])) / (
+            sum(rates["beside"]) / len(rates["beside"])
+        )
+        lines.append(
+            f"- **At nice {nice}, the plain loop's steps took {slowdown:.2f}x as long beside "
+            "Ray's idle training run** (mean samples/s alone over beside)."
+        )
+    lines += [
+        "",
+        f"The background used {100 * share:.1f}% of one core ({100 * share / cores:.1f}% of the "
+        f"machine's {cores} cores), spread over its {processes} processes: the busiest, "
+        f"`{top[0]}`, took {100 * top[1]:.1f}% of one core.",
+        "",
+        f"`ml train`'s training worker runs at nice {worker_niceness}: it pays at least that "
+        "row's slowdown on every training step, whatever its own code does. It is a floor under "
+        "train_throughput.py's per-step ratio on this machine.",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=1, help="alone/beside/beside/alone rounds")
+    parser.add_argument(
+        "--niceness",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[0, 15],
+        help="the plain loop's nice values, comma-separated (default 0,15: Ray's daemons' and, "
+        "unless RAY_worker_niceness says otherwise, its workers')",
+    )
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per plain-loop run")
+    parser.add_argument("--params", default=str(ROOT / "params.yaml"))
+    parser.add_argument(
+        "--output", default=str(ROOT / "reports" / "benchmarks" / "ray-background.md")
+    )
+    parser.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ready-file", help=argparse.SUPPRESS)
+    parser.add_argument("--stop-file", help=argparse.SUPPRESS)
+    parser.add_argument("--storage", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    if args.background:
+        background(args.params, args.ready_file, args.stop_file, args.storage)
+        return
+
+    import train_throughput
+
+    plain_args = argparse.Namespace(
+        device="cpu", epochs=args.epochs, workers=1, rows=None, params=args.params
+    )
+    runs: list[tuple[str, dict]] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+
+        def plain(side: str, niceness: int, ray_side: Background | None = None) -> None:
+            before = ray_side.cpu_seconds() if ray_side else {}
+            started = time.time()
+            result = train_throughput.run_side(
+                plain_args, "plain", tmp, len(runs), niceness=niceness
+            )
+            result["niceness"] = niceness
+            if ray_side:
+                wall = time.time() - started
+                after = ray_side.cpu_seconds()
+                shares = {
+                    title: (cpu - before.get(pid, (0.0, ""))[0]) / wall
+                    for pid, (cpu, title) in after.items()
+                }
+                result["background_cpu_share"] = sum(shares.values())
+                result["background_processes"] = len(after)
+                result["background_top"] = max(shares.items(), key=lambda item: item[1])
+            runs.append((side, result))
+
+        for _ in range(args.rounds):
+            for niceness in args.niceness:
+                plain("alone", niceness)
+            ray_side = Background(args.params, tmp)
+            try:
+                for niceness in [*args.niceness, *reversed(args.niceness)]:
+                    plain("beside", niceness, ray_side)
+            finally:
+                ray_side.close()
+            for niceness in reversed(args.niceness):
+                plain("alone", niceness)
+    write_report(Path(args.output), args, runs)
+    print(Path(args.output).read_text())
+
+
+if __name__ == "__main__":
+    main()
