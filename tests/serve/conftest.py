@@ -44,10 +44,13 @@ def register_versions(root: Path, model_dir: Path, count: int = 2) -> Registry:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # A new experiment's artifacts would default to ./mlruns of the working folder: the checkout.
+    if client.get_experiment_by_name("serve-test") is None:
+        client.create_experiment("serve-test", artifact_location=(root / "mlruns").as_uri())
     mlflow.set_experiment("serve-test")
     with mlflow.start_run():
         model_uri = log_pyfunc_model(model_dir)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     versions = []
     for i in range(count):
         tags = {"git_sha": GIT_SHA, "metric.f1_weighted": f"{0.5 + i / 100:.6f}"}
