@@ -12,9 +12,12 @@ background in the order given and back, then alone again, so drift in the machin
 weighs on both sides alike.
 
 On a machine whose cores the training fills, the slowdown measured here is paid on every step of
-`ml train`, whatever its own code does: it is the floor of train_throughput.py's per-step ratio.
+`ml train`, whatever its own code does, so it sits under train_throughput.py's per-step ratio;
+the report sets it against the spread between runs of the same kind, this machine's noise.
+Last, it times fit() of the same trainer with a worker that returns at once: what Ray Train's
+own start and stop cost every run.
 
-    python benchmarks/ray_background.py [--rounds N] [--epochs N] [--niceness 0,15]
+    python benchmarks/ray_background.py [--rounds N] [--epochs N] [--niceness 0,15] [--fit-runs N]
 
 Writes reports/benchmarks/ray-background.md.
 """
@@ -45,8 +48,16 @@ def idle_worker(config: dict) -> None:
         clock.sleep(0.5)
 
 
-def background(params: str, ready_file: str, stop_file: str, storage: str) -> None:
-    """`ml train`'s Ray side with `idle_worker` as the train loop (runs in its own process)."""
+def noop_worker(config: dict) -> None:
+    """A Ray Train worker with nothing to do: what is left of `fit()` is Ray Train's own."""
+
+
+def background(
+    params: str, ready_file: str, stop_file: str, storage: str, fit_seconds_file: str | None
+) -> None:
+    """`ml train`'s Ray side with `idle_worker` as the train loop (runs in its own process).
+    With `fit_seconds_file`, the train loop is `noop_worker` and fit()'s wall time is written
+    there instead."""
     import json
 
     from ml.config import load_settings
@@ -75,9 +86,12 @@ def background(params: str, ready_file: str, stop_file: str, storage: str) -> No
         use_gpu=False,
         run_name="ray-background",
         storage_path=storage,
-        train_loop=idle_worker,
+        train_loop=noop_worker if fit_seconds_file else idle_worker,
     )
+    started = time.perf_counter()
     trainer.fit()
+    if fit_seconds_file:
+        Path(fit_seconds_file).write_text(f"{time.perf_counter() - started}\n")
 
 
 def process_title(cmdline: list[str]) -> str:
@@ -150,7 +164,34 @@ class Background:
             self.process.wait()
 
 
-def write_report(path: Path, args, runs: list[tuple[str, dict]]) -> None:
+def noop_fit_seconds(params: str, tmp: Path) -> float:
+    """Wall time of `ml train`'s trainer.fit() with a worker that returns at once, in a fresh
+    process with its own local Ray (whose start is not counted)."""
+    result = tmp / "fit-seconds"
+    result.unlink(missing_ok=True)
+    command = [sys.executable, __file__, "--background", "--params", params]
+    command += ["--fit-seconds-file", str(result), "--storage", str(tmp / "ray_results")]
+    # Unused by a no-op worker; given because the background's arguments are all required.
+    command += ["--ready-file", str(tmp / "ready-noop"), "--stop-file", str(tmp / "stop-noop")]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not result.exists():
+        raise SystemExit(
+            "the no-op Ray Train run failed; its last output:\n"
+            + done.stdout[-2000:]
+            + done.stderr[-2000:]
+        )
+    return float(result.read_text())
+
+
+def spread(runs: list[tuple[str, dict]]) -> float:
+    """The largest fastest/slowest - 1 of samples/s among runs of the same side and niceness."""
+    groups: dict[tuple[str, int], list[float]] = {}
+    for side, result in runs:
+        groups.setdefault((side, result["niceness"]), []).append(result["samples_per_s"])
+    return max(max(rates) / min(rates) - 1 for rates in groups.values())
+
+
+def write_report(path: Path, args, runs: list[tuple[str, dict]], fit_seconds: list[float]) -> None:
     import torch
 
     besides = [r for side, r in runs if side == "beside"]
@@ -165,7 +206,7 @@ def write_report(path: Path, args, runs: list[tuple[str, dict]]) -> None:
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
         f"`python benchmarks/ray_background.py --rounds {args.rounds} --epochs {args.epochs} "
-        f"--niceness {niceness}`.",
+        f"--niceness {niceness} --fit-runs {args.fit_runs}`.",
         "",
         f"- Machine: {platform.machine()}, {cores} CPU cores; torch {torch.__version__}.",
         "- Foreground: train_throughput.py's plain PyTorch loop (threads = cores), "
@@ -205,10 +246,25 @@ def write_report(path: Path, args, runs: list[tuple[str, dict]]) -> None:
         f"machine's {cores} cores), spread over its {processes} processes: the busiest, "
         f"`{top[0]}`, took {100 * top[1]:.1f}% of one core.",
         "",
-        f"`ml train`'s training worker runs at nice {worker_niceness}: it pays at least that "
-        "row's slowdown on every training step, whatever its own code does. It is a floor under "
-        "train_throughput.py's per-step ratio on this machine.",
+        f"`ml train`'s training worker runs at nice {worker_niceness}: on a machine that its "
+        "steps fill, it pays that row's slowdown on every step, whatever its own code does. "
+        "Read it against the noise: the fastest and slowest run of one side at one niceness "
+        f"differ by up to {100 * spread(runs):.0f}% here, so a slowdown smaller than that is not "
+        "told apart from this machine's run-to-run drift by one round.",
     ]
+    if fit_seconds:
+        runs_text = ", ".join(f"{seconds:.1f}" for seconds in fit_seconds)
+        lines += [
+            "",
+            "## Ray Train's start and stop",
+            "",
+            "`trainer.fit()` of the same trainer with a worker that returns at once (a fresh "
+            "process and local Ray each run; Ray's start not counted) took "
+            f"**{sum(fit_seconds) / len(fit_seconds):.1f} s** (runs: {runs_text} s): Ray Train "
+            "starting its controller, worker and helper actors and stopping them again. `ml "
+            "train` pays it once per run, however long it trains, on top of the per-step cost "
+            "above.",
+        ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 
@@ -232,10 +288,16 @@ def main() -> None:
     parser.add_argument("--ready-file", help=argparse.SUPPRESS)
     parser.add_argument("--stop-file", help=argparse.SUPPRESS)
     parser.add_argument("--storage", help=argparse.SUPPRESS)
+    parser.add_argument("--fit-seconds-file", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--fit-runs", type=int, default=2, help="runs of fit() with a no-op worker (default 2)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     if args.background:
-        background(args.params, args.ready_file, args.stop_file, args.storage)
+        background(
+            args.params, args.ready_file, args.stop_file, args.storage, args.fit_seconds_file
+        )
         return
 
     import train_throughput
@@ -277,7 +339,8 @@ def main() -> None:
                 ray_side.close()
             for niceness in reversed(args.niceness):
                 plain("alone", niceness)
-    write_report(Path(args.output), args, runs)
+        fit_seconds = [noop_fit_seconds(args.params, tmp) for _ in range(args.fit_runs)]
+    write_report(Path(args.output), args, runs, fit_seconds)
     print(Path(args.output).read_text())
 
 
