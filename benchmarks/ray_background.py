@@ -53,7 +53,11 @@ def noop_worker(config: dict) -> None:
 
 
 def background(
-    params: str, ready_file: str, stop_file: str, storage: str, fit_seconds_file: str | None
+    params: str,
+    ready_file: str | None,
+    stop_file: str | None,
+    storage: str,
+    fit_seconds_file: str | None,
 ) -> None:
     """`ml train`'s Ray side with `idle_worker` as the train loop (runs in its own process).
     With `fit_seconds_file`, the train loop is `noop_worker` and fit()'s wall time is written
@@ -105,6 +109,21 @@ def process_title(cmdline: list[str]) -> str:
     return Path(program).name
 
 
+def background_command(params: str, tmp: Path, *options: str) -> list[str]:
+    """This script re-run as the process that holds `ml train`'s Ray side (`background`)."""
+    storage = str(tmp / "ray_results")
+    return [
+        sys.executable,
+        __file__,
+        "--background",
+        "--params",
+        params,
+        "--storage",
+        storage,
+        *options,
+    ]
+
+
 class Background:
     """The background run as a child process; its whole process tree's CPU time on demand."""
 
@@ -113,19 +132,9 @@ class Background:
         for flag in (self.ready, self.stop):
             flag.unlink(missing_ok=True)
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--background",
-                "--params",
-                params,
-                "--ready-file",
-                str(self.ready),
-                "--stop-file",
-                str(self.stop),
-                "--storage",
-                str(tmp / "ray_results"),
-            ],
+            background_command(
+                params, tmp, "--ready-file", str(self.ready), "--stop-file", str(self.stop)
+            ),
             stdout=(tmp / "background.log").open("w"),
             stderr=subprocess.STDOUT,
         )
@@ -169,10 +178,7 @@ def noop_fit_seconds(params: str, tmp: Path) -> float:
     process with its own local Ray (whose start is not counted)."""
     result = tmp / "fit-seconds"
     result.unlink(missing_ok=True)
-    command = [sys.executable, __file__, "--background", "--params", params]
-    command += ["--fit-seconds-file", str(result), "--storage", str(tmp / "ray_results")]
-    # Unused by a no-op worker; given because the background's arguments are all required.
-    command += ["--ready-file", str(tmp / "ready-noop"), "--stop-file", str(tmp / "stop-noop")]
+    command = background_command(params, tmp, "--fit-seconds-file", str(result))
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0 or not result.exists():
         raise SystemExit(
