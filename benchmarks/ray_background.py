@@ -153,16 +153,10 @@ class Background:
     def cpu_seconds(self) -> dict[int, tuple[float, str]]:
         """{pid: (CPU seconds so far, title)} of every process in the run's tree."""
         import psutil
+        from train_throughput import tree_cpu_seconds
 
-        root = psutil.Process(self.process.pid)
-        found = {}
-        for proc in [root, *root.children(recursive=True)]:
-            try:
-                times = proc.cpu_times()
-                found[proc.pid] = (times.user + times.system, process_title(proc.cmdline()))
-            except psutil.Error:
-                continue
-        return found
+        tree = tree_cpu_seconds(psutil.Process(self.process.pid))
+        return {pid: (cpu, process_title(cmdline)) for pid, (cpu, cmdline) in tree.items()}
 
     def close(self) -> None:
         self.stop.write_text("stop\n")

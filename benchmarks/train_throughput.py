@@ -208,19 +208,29 @@ def sample_process_tree(process) -> dict[int, list[tuple[float, float, str]]] | 
     root = psutil.Process(process.pid)
     while process.poll() is None:
         now = time.time()
-        try:
-            tree = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            tree = []
-        for proc in tree:
-            try:
-                cpu = proc.cpu_times()
-                title = " ".join(proc.cmdline())
-            except psutil.Error:
-                continue
-            samples.setdefault(proc.pid, []).append((now, cpu.user + cpu.system, title))
+        for pid, (cpu, cmdline) in tree_cpu_seconds(root).items():
+            samples.setdefault(pid, []).append((now, cpu, " ".join(cmdline)))
         time.sleep(0.5)
     return samples
+
+
+def tree_cpu_seconds(root) -> dict[int, tuple[float, list[str]]]:
+    """{pid: (CPU seconds so far, command line)} of the psutil process `root` and all its
+    descendants; processes that exit while being read are left out."""
+    import psutil
+
+    try:
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return {}
+    found = {}
+    for proc in tree:
+        try:
+            cpu = proc.cpu_times()
+            found[proc.pid] = (cpu.user + cpu.system, proc.cmdline())
+        except psutil.Error:
+            continue
+    return found
 
 
 CPU_GROUPS = {
