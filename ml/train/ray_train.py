@@ -83,10 +83,15 @@ def quiet_ray_data() -> None:
 
 def quiet_ray_train_worker() -> None:
     """Ray Train logs every checkpoint and report at INFO, with the whole metrics dict; the
-    per-epoch line says the same in one line. (Internal logger names: if they change, this
-    only stops quieting them.)"""
-    for name in ("storage", "context"):
-        logging.getLogger(f"ray.train.v2._internal.execution.{name}").setLevel(logging.WARNING)
+    per-epoch line says the same in one line. The loggers are taken from their modules because
+    their names are not stable (`context` names its logger by file path, not module). (Internal
+    modules: if they move, this only stops quieting them.)"""
+    try:
+        from ray.train.v2._internal.execution import context, storage
+    except ImportError:
+        return
+    for module in (context, storage):
+        module.logger.setLevel(logging.WARNING)
 
 
 def _fault_hook(config: dict[str, Any], epoch: int, rank: int):
