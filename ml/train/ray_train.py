@@ -91,7 +91,9 @@ def quiet_ray_train_worker() -> None:
     except ImportError:
         return
     for module in (context, storage):
-        module.logger.setLevel(logging.WARNING)
+        logger = getattr(module, "logger", None)
+        if isinstance(logger, logging.Logger):
+            logger.setLevel(logging.WARNING)
 
 
 def _fault_hook(config: dict[str, Any], epoch: int, rank: int):
