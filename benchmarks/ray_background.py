@@ -2,7 +2,7 @@
 loop beside a Ray Train run of `ml train` whose worker does not train.
 
 The background is `ml train`'s Ray side, built by the same functions: the embedded local Ray
-(`init_ray`), the splits tokenized by Ray Data (`build_datasets`) and `make_trainer`'s
+(`init_ray`), the splits tokenized by Ray Data (`trainer_inputs`) and `make_trainer`'s
 TorchTrainer, with a worker that only waits. So its controller, helper actors, Ray Data's
 actors and Ray's daemons all run, and nothing else. The foreground is train_throughput.py's
 plain loop, 1 epoch per run, as a fresh process each time, at each of the nice values given:
@@ -73,15 +73,20 @@ def background(
     frames = {
         name: ray_train.read_split(settings, paths[name], labels) for name in ("train", "val")
     }
-    ray_train.init_ray(None)
+    embedded = ray_train.init_ray(None, dashboard=settings.ray.dashboard)
     workers = settings.train.num_workers
     config = ray_train._worker_config(
         settings, labels, len(frames["train"]), settings.train.epochs, False, workers
     )
     config.update(ready_file=ready_file, stop_file=stop_file)
-    datasets = ray_train.build_datasets(
-        frames, ray_train.check_base_model(settings.model.base), settings.model.max_length
+    datasets, split_refs = ray_train.trainer_inputs(
+        frames,
+        ray_train.check_base_model(settings.model.base),
+        settings.model.max_length,
+        settings.train.data_sharding,
     )
+    if split_refs is not None:
+        config["split_refs"] = split_refs
     trainer = ray_train.make_trainer(
         settings,
         config,
@@ -91,6 +96,7 @@ def background(
         run_name="ray-background",
         storage_path=storage,
         train_loop=noop_worker if fit_seconds_file else idle_worker,
+        embedded=embedded,
     )
     started = time.perf_counter()
     trainer.fit()
@@ -214,8 +220,8 @@ def write_report(path: Path, args, runs: list[tuple[str, dict]], fit_seconds: li
         "runs its daemons at nice 0 and its workers, the training worker among them, at "
         f"`RAY_worker_niceness`: {worker_niceness} here (Ray's default is 15).",
         '- Background ("beside" runs): `ml train`\'s Ray side, built by its own functions (local '
-        "Ray with its dashboard, Ray Data tokenizing the splits, the same TorchTrainer with its "
-        "controller, helper actors and dataset manager) with a worker that only waits: "
+        "Ray, Ray Data tokenizing the splits, the same TorchTrainer with its controller and "
+        "helper actors) with a worker that only waits: "
         f"{processes} processes. Measured from 10 s after its worker is up.",
         "- Order: " + ", ".join(f"{side} (nice {r['niceness']})" for side, r in runs) + ".",
         "",

@@ -298,9 +298,10 @@ def write_report(path: Path, args, runs: list[tuple[str, dict]], ray_note: str) 
         f"- Plain PyTorch: one process, {plain[0]['threads']} threads; it trains, scores the "
         "validation split every epoch and saves the model at the end. `ml train`: "
         f"{args.workers} Ray Train worker(s) ({args.cpus_per_worker:g} CPU each on CPU; DDP "
-        "when more than one), Ray Data tokenizes and feeds the splits (`train.data_sharding: "
+        "when more than one), Ray Data tokenizes the splits (`train.data_sharding: "
         f"{args.data_sharding}`), a checkpoint every epoch, MLflow logging, model dir + MLflow "
-        "model at the end.",
+        "model at the end; the embedded local Ray as `ml train` starts it (no dashboard, "
+        "`EmbeddedTorchTrainer`).",
         "- Each run is a fresh process, timed from its launch (imports included) to the trained "
         "model saved (plain) or installed and logged to MLflow (`ml train`), minus Ray cluster "
         "start (ray.init), shown apart. samples/s counts training steps only.",
@@ -363,9 +364,11 @@ def write_report(path: Path, args, runs: list[tuple[str, dict]], ray_note: str) 
         lines += [
             "",
             "What `ml train` adds over the plain loop: Ray Train starts a controller and a "
-            "worker process (each imports Ray Train and torch) plus a few helper actors; Ray "
-            "Data tokenizes in its own worker; each epoch writes a checkpoint (weights and AdamW "
-            "state, ~260 MB, written and then copied to storage, 0.2-0.6 s); MLflow gets params "
+            "worker process (each imports Ray Train and torch) plus a synchronization actor; Ray "
+            "Data tokenizes in its own worker, beside its stats and autoscaling actors; with "
+            "`interleave` the token ids reach the worker through Ray's object store; each "
+            "epoch writes a checkpoint (weights and AdamW state, ~260 MB, written and then "
+            "copied to storage, 0.2-0.6 s); MLflow gets params "
             "and tags (the run is opened in a driver thread while Ray Train starts), per-epoch "
             "metrics (from the Ray Train controller, so the worker never imports MLflow) and the "
             "pyfunc model. During the epochs, Ray's other processes (the CPU table) keep "

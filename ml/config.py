@@ -91,6 +91,7 @@ class MlflowSettings(_Section):
 class RaySettings(_Section):
     address: str | None = None
     storage_path: str = "ray_results"
+    dashboard: bool = False  # the private local Ray's, during `ml train` (params.yaml)
 
 
 class ModelSettings(_Section):

@@ -130,12 +130,13 @@ def interleaved_shard(batches: Iterable[Any], rank: int, world: int, steps: int)
 
 
 def pull_split(shard: Any) -> dict[str, Any]:
-    """A worker's whole dataset shard as numpy columns, read once in Ray Data's block order.
+    """A whole tokenised split (a Ray Dataset, or a worker's shard of one) as numpy columns,
+    read once in Ray Data's block order.
 
     With `data_sharding: interleave` the splits fit the object store by that mode's premise,
     so each worker keeps its token ids in memory (a few MB here) and shuffles them itself
-    every epoch: Ray Data's per-batch iteration machinery then runs once instead of every epoch,
-    and the read overlaps the worker's model load."""
+    every epoch: Ray Data's per-batch iteration machinery then runs once instead of every
+    epoch (`ml train` reads each split once in the driver, see `trainer_inputs`)."""
     import numpy as np
     from ray.data import DataContext
 
@@ -190,11 +191,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device() if use_gpu else torch.device("cpu")
 
     interleave = config["data_sharding"] == "interleave"
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
-    # interleave: read both splits into memory in the background while the model loads.
-    pulling = None
-    if interleave:
+    # interleave: the splits' token ids, either put in the object store by the driver
+    # (`split_refs`, see `trainer_inputs`) or read from the trainer's datasets in the background
+    # while the model loads.
+    split_refs = config.get("split_refs")
+    train_shard = val_shard = pulling = None
+    if split_refs is None:
+        train_shard = ray.train.get_dataset_shard("train")
+        val_shard = ray.train.get_dataset_shard("val")
+    if interleave and split_refs is None:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ml-pull-splits")
         pulling = pool.submit(lambda: (pull_split(train_shard), pull_split(val_shard)))
         pool.shutdown(wait=False)
@@ -238,6 +243,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     metric = config["metric"]
     train_data, val_data = pulling.result() if pulling is not None else (None, None)
+    if split_refs is not None:
+        train_data, val_data = ray.get([split_refs["train"], split_refs["val"]])
 
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
@@ -411,9 +418,12 @@ def _cached_tokenizer(source: str) -> Any:
     return _TOKENIZERS[source]
 
 
-def build_datasets(frames: dict[str, Any], tokenizer_source: str, max_length: int) -> dict:
-    """Ray Datasets of token ids, tokenised by Ray Data `map_batches` and materialised before
-    training starts, so tokenising never competes with the training workers for CPUs."""
+def build_datasets(
+    frames: dict[str, Any], tokenizer_source: str, max_length: int, *, materialize: bool = True
+) -> dict:
+    """Ray Datasets of token ids, tokenised by Ray Data `map_batches`. Materialised (the
+    default) before training starts, so tokenising never competes with the training workers
+    for CPUs."""
     import ray.data
 
     quiet_ray_data()
@@ -425,8 +435,27 @@ def build_datasets(frames: dict[str, Any], tokenizer_source: str, max_length: in
             batch_size=1024,
             fn_kwargs={"tokenizer_source": tokenizer_source, "max_length": max_length},
         )
-        datasets[name] = dataset.materialize()
+        datasets[name] = dataset.materialize() if materialize else dataset
     return datasets
+
+
+def trainer_inputs(
+    frames: dict[str, Any], tokenizer_source: str, max_length: int, data_sharding: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(the TorchTrainer's `datasets`, the workers' `split_refs`) for the train/val frames.
+
+    Ray Data tokenises either way. `streaming_split`: the materialised Datasets go to the
+    trainer, which splits the train set across the workers every epoch. `interleave`: every
+    worker needs every row once, so the driver gathers each split's token ids (a few MB) and
+    puts them in Ray's object store once; the workers `ray.get` them. The trainer then gets no
+    datasets, and Ray Train starts no DatasetManager actor to serve them: one process less,
+    whose start (seconds of CPU) would fall on the workers' start."""
+    import ray
+
+    if data_sharding != "interleave":
+        return build_datasets(frames, tokenizer_source, max_length), None
+    lazy = build_datasets(frames, tokenizer_source, max_length, materialize=False)
+    return {}, {name: ray.put(pull_split(dataset)) for name, dataset in lazy.items()}
 
 
 def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
@@ -464,16 +493,24 @@ def check_local_cpus(num_workers: int, cpus_per_worker: float) -> None:
         )
 
 
-def init_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """Connect to `address`, or start an embedded local Ray. No-op if already connected.
+_started_local_ray = False
 
-    The local instance runs its dashboard because that serves the State API, which Ray Train's
-    PlacementGroupCleaner polls to free a finished run's worker placement group: without it
-    the cleaner warns every second and, in `ml tune`, the next trial's workers never fit."""
+
+def init_ray(address: str | None, num_cpus: int | None = None, *, dashboard: bool = True) -> bool:
+    """Connect to `address`, or start an embedded local Ray. No-op if already connected.
+    True when the Ray connected is a private local instance that this process started (and
+    that stops with it).
+
+    The local instance runs its dashboard unless `dashboard` is false. Whoever runs Ray Train's
+    stock TorchTrainer on it needs the dashboard: it serves the State API, which Ray Train's
+    PlacementGroupCleaner polls to free a finished run's worker placement group; without it
+    the cleaner warns every second and, in `ml tune`, the next trial's workers never fit.
+    `ml train` uses `EmbeddedTorchTrainer`, which has no cleaner, so it can go without."""
+    global _started_local_ray
     import ray
 
     if ray.is_initialized():
-        return
+        return _started_local_ray
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
     if address:
         check_ray_address(address)
@@ -481,7 +518,8 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
             ray.init(address=address, log_to_driver=True, include_dashboard=False)
         except Exception as exc:
             raise TrainError(f"cannot connect to the Ray cluster at {address}: {exc}") from exc
-        return
+        _started_local_ray = False
+        return False
     # The local raylet's workers inherit the driver's environment. Setting it here rather than
     # as a job runtime_env matters: a job runtime_env makes Ray start fresh worker processes for
     # every actor instead of using the ones it prestarted, seconds each on a small machine.
@@ -490,7 +528,9 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # "local" always starts a private instance: a bare ray.init() would join whatever cluster
     # was last started on this machine (someone else's run, a test's cluster).
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, log_to_driver=True)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=True)
+    _started_local_ray = True
+    return True
 
 
 def _worker_config(
@@ -548,9 +588,12 @@ def make_trainer(
     storage_path: str,
     callbacks: list[Any] | None = None,
     train_loop: Any = train_loop_per_worker,
+    embedded: bool = False,
 ) -> Any:
     """The TorchTrainer of `ml train`. `train_loop` is replaceable so that a benchmark can run
-    Ray's side of a training run, every process of it, with a worker that does not train."""
+    Ray's side of a training run, every process of it, with a worker that does not train.
+    `embedded`: the run has a local Ray of its own, started for it and gone with it
+    (`EmbeddedTorchTrainer`)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -558,7 +601,8 @@ def make_trainer(
     resources = {"CPU": train.cpus_per_worker, **train.resources_per_worker}
     if use_gpu:
         resources.setdefault("GPU", 1)
-    return TorchTrainer(
+    trainer_class = embedded_trainer_class() if embedded else TorchTrainer
+    return trainer_class(
         train_loop,
         train_loop_config=worker_config,
         scaling_config=ScalingConfig(
@@ -581,6 +625,33 @@ def make_trainer(
             callbacks=callbacks or None,
         ),
     )
+
+
+def embedded_trainer_class() -> type:
+    """`EmbeddedTorchTrainer`: the TorchTrainer, less two helper actors that serve a long-lived
+    shared cluster and nothing on the private local Ray that `ml train` starts and stops.
+
+    Each helper is a process of its own: on a 2-core machine its start (seconds of CPU, while
+    the training worker starts) and its polling (through the training) are taken from the
+    training. PlacementGroupCleaner frees the workers' placement group if the controller dies
+    while the cluster lives on; this cluster dies with the driver, whose fit() then fails. Its
+    polling goes through the dashboard, which can then stay off. DatasetManager serves
+    `get_dataset_shard`; it is dropped only when the trainer has no datasets (`interleave`:
+    the workers get the splits from the object store, see `trainer_inputs`).
+
+    `_create_default_callbacks` is Ray Train's internal hook (ray 2.60). If Ray renames it or
+    these callbacks, nothing is dropped and this is TorchTrainer again;
+    tests/train/test_embedded_trainer.py notices."""
+    from ray.train.torch import TorchTrainer
+
+    class EmbeddedTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self) -> list[Any]:
+            drop = {"PlacementGroupCleanerCallback"}
+            if not self.datasets:
+                drop.add("DatasetsCallback")
+            return [c for c in super()._create_default_callbacks() if type(c).__name__ not in drop]
+
+    return EmbeddedTorchTrainer
 
 
 def install_model_dir(source: Path, target: Path) -> None:
@@ -697,7 +768,7 @@ def run_training(settings: Settings, options: TrainOptions | None = None) -> Tra
     tracking.check_tracking_uri(tracking.resolve_tracking_uri(settings))
     timings = {"prepare_s": time.perf_counter() - started}
     ray_started = time.perf_counter()
-    init_ray(address)
+    embedded = init_ray(address, dashboard=settings.ray.dashboard)
     timings["ray_init_s"] = time.perf_counter() - ray_started
     if not address:
         check_local_cpus(num_workers, train_settings.cpus_per_worker)
@@ -718,7 +789,11 @@ def run_training(settings: Settings, options: TrainOptions | None = None) -> Tra
         }
     )
     tokenize_started = time.perf_counter()
-    datasets = build_datasets(frames, base_source, settings.model.max_length)
+    datasets, split_refs = trainer_inputs(
+        frames, base_source, settings.model.max_length, train_settings.data_sharding
+    )
+    if split_refs is not None:
+        worker_config["split_refs"] = split_refs
     timings["tokenize_s"] = time.perf_counter() - tokenize_started
     attempt = uuid.uuid4().hex
     # The MLflow run is opened in the background (importing MLflow, opening its store, params,
@@ -739,6 +814,7 @@ def run_training(settings: Settings, options: TrainOptions | None = None) -> Tra
                 use_gpu=use_gpu,
                 run_name=run_name,
                 storage_path=storage_path,
+                embedded=embedded,
                 callbacks=[
                     tracking.epoch_logger(
                         tracking.resolve_tracking_uri(settings),
