@@ -79,14 +79,12 @@ def background(
         settings, labels, len(frames["train"]), settings.train.epochs, False, workers
     )
     config.update(ready_file=ready_file, stop_file=stop_file)
-    datasets, split_refs = ray_train.trainer_inputs(
+    datasets, config["split_refs"] = ray_train.trainer_inputs(
         frames,
         ray_train.check_base_model(settings.model.base),
         settings.model.max_length,
         settings.train.data_sharding,
     )
-    if split_refs is not None:
-        config["split_refs"] = split_refs
     trainer = ray_train.make_trainer(
         settings,
         config,

@@ -129,22 +129,21 @@ def interleaved_shard(batches: Iterable[Any], rank: int, world: int, steps: int)
     return itertools.islice(batches, rank, steps * world, world)
 
 
-def pull_split(shard: Any) -> dict[str, Any]:
-    """A whole tokenised split (a Ray Dataset, or a worker's shard of one) as numpy columns,
-    read once in Ray Data's block order.
+def pull_split(dataset: Any) -> dict[str, Any]:
+    """A whole tokenised split as numpy columns, read once in the dataset's row order (the
+    same order every run, so a seed gives the same shuffles).
 
     With `data_sharding: interleave` the splits fit the object store by that mode's premise,
     so each worker keeps its token ids in memory (a few MB here) and shuffles them itself
-    every epoch: Ray Data's per-batch iteration machinery then runs once instead of every
-    epoch (`ml train` reads each split once in the driver, see `trainer_inputs`)."""
+    every epoch: Ray Data's per-batch iteration machinery then runs once, in the driver
+    (`trainer_inputs`), instead of every epoch in every worker."""
     import numpy as np
     from ray.data import DataContext
 
     from ml.train.loop import LABEL_COLUMN, TOKEN_COLUMNS
 
-    # Every interleaving worker must hold the rows in the same order.
     DataContext.get_current().execution_options.preserve_order = True
-    parts = list(shard.iter_batches(batch_size=4096, batch_format="numpy"))
+    parts = list(dataset.iter_batches(batch_size=4096, batch_format="numpy"))
     return {
         name: np.concatenate([part[name] for part in parts])
         for name in (*TOKEN_COLUMNS, LABEL_COLUMN)
@@ -191,18 +190,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device() if use_gpu else torch.device("cpu")
 
     interleave = config["data_sharding"] == "interleave"
-    # interleave: the splits' token ids, either put in the object store by the driver
-    # (`split_refs`, see `trainer_inputs`) or read from the trainer's datasets in the background
-    # while the model loads.
-    split_refs = config.get("split_refs")
-    train_shard = val_shard = pulling = None
-    if split_refs is None:
+    # interleave: the splits' token ids are in the object store (`trainer_inputs`), fetched
+    # below; streaming_split: Ray Train's dataset shards.
+    train_shard = val_shard = None
+    if not interleave:
         train_shard = ray.train.get_dataset_shard("train")
         val_shard = ray.train.get_dataset_shard("val")
-    if interleave and split_refs is None:
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ml-pull-splits")
-        pulling = pool.submit(lambda: (pull_split(train_shard), pull_split(val_shard)))
-        pool.shutdown(wait=False)
 
     labels: list[str] = config["labels"]
     model, tokenizer = build_model(config["base_model"], labels, cfg.dropout)
@@ -242,9 +235,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         else model.to(device)
     )
     metric = config["metric"]
-    train_data, val_data = pulling.result() if pulling is not None else (None, None)
-    if split_refs is not None:
-        train_data, val_data = ray.get([split_refs["train"], split_refs["val"]])
+    split_refs = config["split_refs"]
+    train_data, val_data = (
+        ray.get([split_refs["train"], split_refs["val"]]) if interleave else (None, None)
+    )
 
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
@@ -789,11 +783,9 @@ def run_training(settings: Settings, options: TrainOptions | None = None) -> Tra
         }
     )
     tokenize_started = time.perf_counter()
-    datasets, split_refs = trainer_inputs(
+    datasets, worker_config["split_refs"] = trainer_inputs(
         frames, base_source, settings.model.max_length, train_settings.data_sharding
     )
-    if split_refs is not None:
-        worker_config["split_refs"] = split_refs
     timings["tokenize_s"] = time.perf_counter() - tokenize_started
     attempt = uuid.uuid4().hex
     # The MLflow run is opened in the background (importing MLflow, opening its store, params,

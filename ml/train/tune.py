@@ -111,8 +111,8 @@ def run_tune(
     tracking_uri, experiment_id = tracking.setup_mlflow(settings)
     ray_train.init_ray(address or settings.ray.address)
     # One tokenised copy per max_length choice, made before any trial takes the CPUs.
-    datasets_by_length = {
-        length: ray_train.build_datasets(frames, source, length)
+    inputs_by_length = {
+        length: ray_train.trainer_inputs(frames, source, length, settings.train.data_sharding)
         for length in sorted(set(settings.tune.max_length))
     }
     storage = settings.ray.storage_path
@@ -154,10 +154,11 @@ def run_tune(
             worker_config = ray_train._worker_config(
                 trial_settings, labels, train_rows, int(config["epochs"]), False, num_workers
             )
+            datasets, worker_config["split_refs"] = inputs_by_length[int(config["max_length"])]
             trainer = ray_train.make_trainer(
                 trial_settings,
                 worker_config,
-                datasets_by_length[int(config["max_length"])],
+                datasets,
                 num_workers=num_workers,
                 use_gpu=False,
                 run_name=trial_name,
