@@ -84,6 +84,7 @@ def background(
         ray_train.check_base_model(settings.model.base),
         settings.model.max_length,
         settings.train.data_sharding,
+        private_ray=embedded,
     )
     trainer = ray_train.make_trainer(
         settings,

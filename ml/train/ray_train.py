@@ -434,7 +434,12 @@ def build_datasets(
 
 
 def trainer_inputs(
-    frames: dict[str, Any], tokenizer_source: str, max_length: int, data_sharding: str
+    frames: dict[str, Any],
+    tokenizer_source: str,
+    max_length: int,
+    data_sharding: str,
+    *,
+    private_ray: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(the TorchTrainer's `datasets`, the workers' `split_refs`) for the train/val frames.
 
@@ -442,14 +447,43 @@ def trainer_inputs(
     trainer, which splits the train set across the workers every epoch. `interleave`: every
     worker needs every row once, so the driver gathers each split's token ids (a few MB) and
     puts them in Ray's object store once; the workers `ray.get` them. The trainer then gets no
-    datasets, and Ray Train starts no DatasetManager actor to serve them: one process less,
-    whose start (seconds of CPU) would fall on the workers' start."""
+    datasets, so `EmbeddedTorchTrainer` starts no DatasetManager actor to serve them: one
+    process less, whose start (seconds of CPU) would fall on the workers' start. (The stock
+    TorchTrainer, as in `ml tune` and on a cluster, starts one all the same.)
+
+    `private_ray`: the connected Ray is this run's own (`init_ray` started it). With
+    `interleave`, Ray Data is then done once the splits are in the object store, and its
+    stats actor is stopped (`stop_ray_data_stats_actor`)."""
     import ray
 
     if data_sharding != "interleave":
         return build_datasets(frames, tokenizer_source, max_length), None
     lazy = build_datasets(frames, tokenizer_source, max_length, materialize=False)
-    return {}, {name: ray.put(pull_split(dataset)) for name, dataset in lazy.items()}
+    split_refs = {name: ray.put(pull_split(dataset)) for name, dataset in lazy.items()}
+    if private_ray:
+        stop_ray_data_stats_actor()
+    return {}, split_refs
+
+
+def stop_ray_data_stats_actor() -> bool:
+    """Stop Ray Data's stats actor; True if there was one. It collects Ray Data's execution
+    metrics for the dashboard and lives as long as the cluster: in `ml train`'s private Ray,
+    a process that polls beside the training worker for the whole run (~0.5% of a core on 2
+    cores), after its last dataset is long done. A later Ray Data run in the same cluster
+    starts it again.
+
+    Only this actor: Ray Data's other helper, the AutoscalingCoordinator, is shared with Ray
+    Train, whose controller would start it again while its workers start. The name is Ray
+    Data's internal one (ray 2.60); tests/train/test_embedded_trainer.py notices a rename."""
+    import ray
+    from ray.data._internal.stats import STATS_ACTOR_NAME, STATS_ACTOR_NAMESPACE
+
+    try:
+        actor = ray.get_actor(STATS_ACTOR_NAME, namespace=STATS_ACTOR_NAMESPACE)
+    except ValueError:
+        return False
+    ray.kill(actor)
+    return True
 
 
 def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
@@ -520,9 +554,22 @@ def init_ray(address: str | None, num_cpus: int | None = None, *, dashboard: boo
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # One node that is never drained: the preemption watcher is an actor to start for nothing.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # The log monitor, which streams the workers' output to this console, lists the log
+    # directory on every 0.1 s poll while it holds fewer than 1000 files; with this, every
+    # 0.5 s. A run starts a handful of workers, and a new file is still read from its start.
+    os.environ.setdefault("RAY_LOG_MONITOR_MANY_FILES_THRESHOLD", "0")
+    # Without a dashboard nothing reads this private instance's metrics; collecting and
+    # exporting them is CPU that every Ray process spends for the whole run.
+    system_config = {} if dashboard else {"enable_metrics_collection": False}
     # "local" always starts a private instance: a bare ray.init() would join whatever cluster
     # was last started on this machine (someone else's run, a test's cluster).
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=True)
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=dashboard,
+        log_to_driver=True,
+        _system_config=system_config,
+    )
     _started_local_ray = True
     return True
 
@@ -784,7 +831,11 @@ def run_training(settings: Settings, options: TrainOptions | None = None) -> Tra
     )
     tokenize_started = time.perf_counter()
     datasets, worker_config["split_refs"] = trainer_inputs(
-        frames, base_source, settings.model.max_length, train_settings.data_sharding
+        frames,
+        base_source,
+        settings.model.max_length,
+        train_settings.data_sharding,
+        private_ray=embedded,
     )
     timings["tokenize_s"] = time.perf_counter() - tokenize_started
     attempt = uuid.uuid4().hex

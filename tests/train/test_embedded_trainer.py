@@ -34,3 +34,64 @@ def test_embedded_trainer_drops_only_the_shared_cluster_helpers(datasets, droppe
     assert stock - embedded == dropped
     assert embedded <= stock
     assert "BackendSetupCallback" in embedded  # the DDP process group is still set up
+
+
+STATS_ACTOR_PROBE = """
+import json
+
+import pandas as pd
+import ray
+from ray.data._internal.stats import STATS_ACTOR_NAME, STATS_ACTOR_NAMESPACE
+
+from ml.config import ModelSettings
+from ml.train import ray_train
+
+
+def stats_actor_running() -> bool:
+    try:
+        ray.get_actor(STATS_ACTOR_NAME, namespace=STATS_ACTOR_NAMESPACE)
+    except ValueError:
+        return False
+    return True
+
+
+ray_train.init_ray(None, num_cpus=2, dashboard=False)
+frame = pd.DataFrame({"text": ["a graph network", "image segmentation"], "label": [0, 1]})
+frames = {"train": frame, "val": frame}
+source = ray_train.check_base_model(ModelSettings().base)
+found = {}
+_, shared = ray_train.trainer_inputs(frames, source, 16, "interleave")
+found["running_after_shared"] = stats_actor_running()
+_, private = ray_train.trainer_inputs(frames, source, 16, "interleave", private_ray=True)
+found["running_after_private"] = stats_actor_running()
+found["labels"] = ray.get(private["train"])["labels"].tolist()
+print("FOUND " + json.dumps(found))
+"""
+
+
+def test_private_ray_stops_ray_data_stats_actor_once_the_splits_are_stored(tmp_path):
+    """On `ml train`'s own Ray, Ray Data's stats actor goes once the splits are in the object
+    store (it would poll beside the training worker all run); on a shared Ray it stays. Also
+    fails if Ray renames the actor: the probe then finds none after the shared run either."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.engines import engine_env
+
+    done = subprocess.run(
+        [sys.executable, "-c", STATS_ACTOR_PROBE],
+        cwd=tmp_path,
+        env=engine_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("FOUND ")]
+    assert done.returncode == 0 and lines, done.stdout[-2000:] + done.stderr[-2000:]
+    found = json.loads(lines[-1].removeprefix("FOUND "))
+    assert found == {
+        "running_after_shared": True,
+        "running_after_private": False,
+        "labels": [0, 1],  # the splits themselves are still there for the workers
+    }
