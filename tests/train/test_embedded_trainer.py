@@ -1,6 +1,7 @@
-"""`ml train`'s trainer on its private local Ray: Ray Train's own callbacks, less the two
-helper actors that only a long-lived shared cluster needs (`embedded_trainer_class`). If a Ray
-upgrade renames the hook or the callbacks, the trainer silently keeps them all; this notices."""
+"""`ml train` on its private local Ray: Ray Train's own callbacks, less the two helper actors
+that only a long-lived shared cluster needs (`embedded_trainer_class`), and Ray Data's stats
+actor stopped once the splits are stored. If a Ray upgrade renames the hook, the callbacks or
+the actor, the run silently keeps them all; these tests notice."""
 
 from __future__ import annotations
 
