@@ -48,7 +48,7 @@ def run_stage(stage: Callable[..., T], *args: Any) -> T:
     try:
         return stage(*args)
     except USER_ERRORS as exc:
-        raise fail(str(exc)) from exc
+        raise fail(str(exc), getattr(exc, "exit_code", 1)) from exc
 
 
 @app.callback()

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,14 @@ FAULT_ENV = "ML_TRAIN_INJECT_FAULT"
 
 class TrainError(RuntimeError):
     """Training cannot start or did not finish; the message says why and what to do."""
+
+
+class TrainInterrupted(TrainError):
+    """Ctrl-C or SIGTERM (a cancelled CI job) stopped fit(); the run can be resumed."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # 128 + the signal, as a shell reports it
 
 
 @dataclass
@@ -868,16 +877,29 @@ def run_training(settings: Settings, options: TrainOptions | None = None) -> Tra
             )
             fit_started = time.perf_counter()
             worker_config["fit_started_at"] = time.time()
-            result = trainer.fit()
+            with sigterm_as_ctrl_c() as sigterm:
+                try:
+                    result = trainer.fit()
+                except (KeyboardInterrupt, SystemExit):
+                    # Ray Train's Ctrl-C handler ends fit() with SystemExit once it has
+                    # aborted the controller.
+                    fit_error = interruption(run_name, storage_path, bool(sigterm))
             timings["fit_s"] = time.perf_counter() - fit_started
         except Exception as exc:
             fit_error = exc
+        except KeyboardInterrupt:  # before fit() started
+            fit_error = interruption(run_name, storage_path, sigterm=False)
         tracking_uri, run_id = opening.result()
     import mlflow
 
+    if isinstance(fit_error, TrainInterrupted):
+        # KILLED, not FAILED: a rerun with the same name resumes this MLflow run, and the
+        # checkpoints in storage_path, from the last epoch reported.
+        tracking.mark_interrupted(tracking_uri, run_id, str(fit_error))
+        raise fit_error
     with mlflow.start_run(run_id=run_id) as run:
         if fit_error is not None:
-            mlflow.set_tag("failure", str(fit_error)[:500])
+            mlflow.set_tag(tracking.FAILURE_TAG, str(fit_error)[:500])
             if isinstance(fit_error, TrainError):
                 raise fit_error
             raise TrainError(
@@ -966,6 +988,45 @@ def run_training(settings: Settings, options: TrainOptions | None = None) -> Tra
         storage_path,
         str(report_path),
         report["timings"],
+    )
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[list[int]]:
+    """While the block runs, SIGTERM (a cancelled CI job, `kill`) takes the Ctrl-C path: in
+    fit(), Ray Train's SIGINT handler aborts the controller and its workers. Yields the list
+    that records a SIGTERM. Both handlers are put back afterwards; Ray Train leaves its own
+    SIGINT handler installed, and it would exit 0 on a later Ctrl-C."""
+    import signal
+    import threading
+
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # signal handlers can only be set from the main thread
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        received.append(signum)
+        signal.raise_signal(signal.SIGINT)
+
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def interruption(run_name: str, storage_path: str, sigterm: bool) -> TrainInterrupted:
+    """The TrainInterrupted for a signal that stopped training, saying how to resume."""
+    import signal
+
+    signum = signal.SIGTERM if sigterm else signal.SIGINT
+    return TrainInterrupted(
+        f"training run {run_name!r} interrupted ({signum.name}); its checkpoints are kept in "
+        f"{storage_path}. Rerun with --run-name {run_name} to resume from the last one.",
+        128 + signum,
     )
 
 

@@ -3,6 +3,8 @@
 The job runs `ml train` from an uploaded copy of the project (runtime_env working_dir), its logs
 are streamed here, and this process exits with the job's status. The trained model lands in the
 MLflow run; on success it is downloaded into the local model dir and reports/train.json.
+Ctrl-C or SIGTERM here (a cancelled CI job) stops the Ray job too, so the cluster is not left
+training for nobody; a rerun with the same --run-name resumes it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,16 @@ from ml.config import Settings
 from ml.train.ray_train import (
     REPORT_ARTIFACT,
     TrainError,
+    TrainInterrupted,
     TrainOptions,
     check_ray_address,
+    interruption,
+    sigterm_as_ctrl_c,
     write_train_reports,
 )
+
+# How long a stopped job gets to end (Ray sends its entrypoint SIGTERM, then SIGKILL).
+STOP_WAIT_S = 30.0
 
 # Never upload these: environments, caches, raw data and outputs the job recreates.
 UPLOAD_EXCLUDES = [
@@ -120,18 +128,36 @@ def submit_training(
             print(lines, end="", flush=True)
 
     try:
-        asyncio.run(asyncio.wait_for(stream(), timeout=timeout_s))
+        with sigterm_as_ctrl_c() as sigterm:
+            asyncio.run(asyncio.wait_for(stream(), timeout=timeout_s))
+            status = wait_for_end(client, job_id, deadline_s=None)
     except TimeoutError as exc:
         client.stop_job(job_id)
         raise TrainError(f"job {job_id} exceeded {timeout_s}s and was stopped") from exc
-    status = client.get_job_status(job_id)
-    while not status.is_terminal():
-        time.sleep(1)
-        status = client.get_job_status(job_id)
+    except KeyboardInterrupt:
+        client.stop_job(job_id)
+        status = wait_for_end(client, job_id, deadline_s=STOP_WAIT_S)
+        storage = options.storage_path or settings.ray.storage_path
+        reason = interruption(options.run_name, storage, sigterm=bool(sigterm))
+        raise TrainInterrupted(
+            f"Ray job {job_id} stopped ({status.value}): {reason}", reason.exit_code
+        ) from None
     if status != JobStatus.SUCCEEDED:
         info = client.get_job_info(job_id)
         raise TrainError(f"Ray job {job_id} {status.value}: {info.message or 'see logs above'}")
     return fetch_outputs(settings, tracking_uri, options.run_name)
+
+
+def wait_for_end(client: Any, job_id: str, deadline_s: float | None) -> Any:
+    """The job's status once it is terminal, or whatever it is after deadline_s."""
+    started = time.monotonic()
+    status = client.get_job_status(job_id)
+    while not status.is_terminal():
+        if deadline_s is not None and time.monotonic() - started > deadline_s:
+            break
+        time.sleep(1)
+        status = client.get_job_status(job_id)
+    return status
 
 
 def fetch_outputs(settings: Settings, tracking_uri: str, run_name: str) -> dict[str, Any]:

@@ -74,6 +74,7 @@ def find_unfinished_run(experiment_id: str, run_name: str) -> str | None:
 
 
 ATTEMPT_TAG = "ml.train_attempt"
+FAILURE_TAG = "failure"
 
 
 def open_run(
@@ -101,6 +102,8 @@ def open_run(
     if run_id:
         client.update_run(run_id, status="RUNNING")
         client.set_tag(run_id, ATTEMPT_TAG, attempt)
+        if FAILURE_TAG in client.get_run(run_id).data.tags:
+            client.delete_tag(run_id, FAILURE_TAG)  # it was the previous attempt's
         return uri, run_id
     run = client.create_run(
         experiment_id,
@@ -112,6 +115,16 @@ def open_run(
     for name, payload in dicts.items():
         client.log_dict(run_id, payload, name)
     return uri, run_id
+
+
+def mark_interrupted(tracking_uri: str, run_id: str, reason: str) -> None:
+    """End the run as KILLED with the reason as its `failure` tag; find_unfinished_run still
+    finds it, so a rerun with the same Ray run name continues it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    client.set_tag(run_id, FAILURE_TAG, reason[:500])
+    client.set_terminated(run_id, "KILLED")
 
 
 def find_attempt_run(client: Any, experiment: str, attempt: str, timeout_s: float) -> str:

@@ -32,15 +32,22 @@ def test_open_run_creates_then_resumes_the_unfinished_run_of_a_ray_run_name(sett
     assert "mlflow.user" in run.data.tags  # what mlflow.start_run would have added
     assert [a.path for a in client.list_artifacts(first)] == ["a.json"]
 
-    client.set_terminated(first, "FAILED")  # the interrupted run
+    tracking.mark_interrupted(uri, first, "training run 'nightly' interrupted (SIGINT)")
+    killed = client.get_run(first)
+    assert killed.info.status == "KILLED" and "SIGINT" in killed.data.tags["failure"]
     _, again = tracking.open_run(settings, "nightly", "attempt-2", {}, {}, {})
     assert again == first
     resumed = client.get_run(first)
     assert resumed.info.status == "RUNNING"
     assert resumed.data.tags[tracking.ATTEMPT_TAG] == "attempt-2"
+    assert tracking.FAILURE_TAG not in resumed.data.tags  # it described the attempt before
+
+    client.set_terminated(first, "FAILED")  # fit() raised: resumed as well
+    _, third = tracking.open_run(settings, "nightly", "attempt-3", {}, {}, {})
+    assert third == first
 
     client.set_terminated(first, "FINISHED")  # a finished run is never reused
-    _, fresh = tracking.open_run(settings, "nightly", "attempt-3", {}, {}, {})
+    _, fresh = tracking.open_run(settings, "nightly", "attempt-4", {}, {}, {})
     assert fresh != first
 
 

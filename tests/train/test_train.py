@@ -1,10 +1,12 @@
 """Real training runs on a few dozen Made-With-ML rows: Ray Train with 2 CPU workers, MLflow
-(a real `mlflow server`), checkpoints, fault recovery, and a Ray Job on a two-node cluster."""
+(a real `mlflow server`), checkpoints, fault recovery, interruption and resume, and a Ray Job on
+a two-node cluster."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +32,29 @@ def run_ml(args: list[str], cwd: Path, timeout: float = 420, **env: str):
         text=True,
         timeout=timeout,
     )
+
+
+def interrupt_at(
+    args: list[str], cwd: Path, line: str, signum: int, timeout: float = 300
+) -> tuple[int, str]:
+    """Start `ml ARGS`, send it `signum` once its console shows `line`; (exit code, console)."""
+    console_file = cwd / f"console-{signal.Signals(signum).name}.log"
+    with console_file.open("w") as console_out:
+        process = subprocess.Popen(
+            [*ML, *args],
+            cwd=cwd,
+            env=cli_env(PYTHONUNBUFFERED="1"),
+            stdout=console_out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while line not in console_file.read_text():
+            assert process.poll() is None, console_file.read_text()[-3000:]
+            assert time.monotonic() < deadline, console_file.read_text()[-3000:]
+            time.sleep(0.2)
+        process.send_signal(signum)
+        process.wait(timeout=120)
+    return process.returncode, console_file.read_text()
 
 
 def texts_of(project: Path, split: str) -> list[str]:
@@ -122,46 +147,84 @@ def test_worker_fault_mid_epoch_recovers_from_checkpoint(tmp_path):
     assert (Path(report["model_dir"]) / "model.safetensors").is_file()
 
 
-def test_rerun_with_same_name_resumes_instead_of_restarting(tmp_path):
-    make_project(tmp_path, epochs=1, rows_per_class=4, val_per_class=2, num_workers=1)
-    first = run_ml(["--params", "params.yaml", "train", "--run-name", "again"], tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    again = run_ml(
-        ["--params", "params.yaml", "train", "--run-name", "again", "--epochs", "2"], tmp_path
-    )
-    console = again.stdout + again.stderr
-    assert again.returncode == 0, console[-3000:]
-    assert "resumed from checkpoint after epoch 1" in console
-    assert "epoch 1/2" not in console and "epoch 2/2" in console
+def test_interrupted_run_stops_cleanly_and_its_rerun_continues_it(tmp_path):
+    """SIGTERM (a cancelled CI job; it takes the same path as Ctrl-C, which the submit test
+    sends) in the middle of training: the run stops with exit code 143 and says how to resume,
+    nothing is installed, the MLflow run is KILLED; the rerun with the same name continues the
+    checkpoints and the same MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    epochs = 8
+    make_project(tmp_path, epochs=epochs, rows_per_class=4, val_per_class=2, num_workers=1)
+    args = ["--params", "params.yaml", "train", "--run-name", "cut"]
+    # Epoch 2's line is printed after epoch 1's checkpoint was reported.
+    code, console = interrupt_at(args, tmp_path, f"epoch 2/{epochs}", signal.SIGTERM)
+    assert f"epoch {epochs}/{epochs}" not in console, "the signal came too late to interrupt"
+    assert code == 128 + signal.SIGTERM, console[-3000:]
+    assert "interrupted (SIGTERM)" in console and "Rerun with --run-name cut" in console
+    assert "Traceback" not in console, console[-3000:]
+    assert not (tmp_path / "reports" / "train.json").exists()
+    assert not (tmp_path / "models" / "model").exists()
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("test")
+    (killed,) = client.search_runs([experiment.experiment_id], "tags.ray_run_name = 'cut'")
+    assert killed.info.status == "KILLED"
+    assert "interrupted" in killed.data.tags["failure"]
+
+    again = run_ml(args, tmp_path)
+    rerun = again.stdout + again.stderr
+    assert again.returncode == 0, rerun[-3000:]
+    assert "resumed from checkpoint after epoch" in rerun
+    assert f"epoch 1/{epochs}" not in rerun and f"epoch {epochs}/{epochs}" in rerun
+    report = json.loads((tmp_path / "reports" / "train.json").read_text())
+    assert report["run_id"] == killed.info.run_id and report["epochs_run"] == epochs
+    finished = client.get_run(killed.info.run_id)
+    assert finished.info.status == "FINISHED" and "failure" not in finished.data.tags
+    steps = {m.step for m in client.get_metric_history(killed.info.run_id, "train_loss")}
+    assert steps == set(range(1, epochs + 1))
 
 
-def test_submit_to_two_node_cluster_and_bad_address_fails_fast(
+def test_submit_to_two_node_cluster_stop_resume_and_bad_address(
     tmp_path, ray_cluster: RayCluster, monkeypatch
 ):
+    """`ml train --submit` as a Ray Job: Ctrl-C stops the job on the cluster too (it is not
+    left training for nobody), the rerun with the same name resumes it from the shared
+    storage and brings the model back, and a bad address fails fast."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    epochs = 8
     project = tmp_path / "project"
     project.mkdir()
-    make_project(project, epochs=1, rows_per_class=4, val_per_class=2)
+    make_project(project, epochs=epochs, rows_per_class=4, val_per_class=2)
     storage = tmp_path / "shared-storage"
-    done = run_ml(
-        [
-            "--params",
-            "params.yaml",
-            "train",
-            "--submit",
-            "--address",
-            ray_cluster.jobs_address,
-            "--run-name",
-            "submitted",
-            "--storage-path",
-            str(storage),
-        ],
-        project,
-    )
+    args = [
+        "--params",
+        "params.yaml",
+        "train",
+        "--submit",
+        "--address",
+        ray_cluster.jobs_address,
+        "--run-name",
+        "submitted",
+        "--storage-path",
+        str(storage),
+    ]
+    code, console = interrupt_at(args, project, f"epoch 2/{epochs}", signal.SIGINT)
+    assert f"epoch {epochs}/{epochs}" not in console, "the signal came too late to interrupt"
+    assert code == 128 + signal.SIGINT, console[-3000:]
+    assert "stopped (STOPPED)" in console and "interrupted (SIGINT)" in console, console[-3000:]
+    assert "Traceback" not in console, console[-3000:]
+    (job,) = JobSubmissionClient(ray_cluster.jobs_address).list_jobs()
+    assert job.status == JobStatus.STOPPED
+
+    done = run_ml(args, project)
     console = done.stdout + done.stderr
     assert done.returncode == 0, console[-4000:]
-    assert "submitted Ray job" in console and "epoch 1/1" in console  # logs were streamed
+    assert "submitted Ray job" in console and "resumed from checkpoint after epoch" in console
+    assert f"epoch 1/{epochs}" not in console and f"epoch {epochs}/{epochs}" in console
     report = json.loads((project / "reports" / "train.json").read_text())
-    assert report["submitted"] is True
+    assert report["submitted"] is True and report["epochs_run"] == epochs
     assert (project / "models" / "model" / "model.safetensors").is_file()
     assert any(storage.glob("submitted/checkpoint_*"))
 
