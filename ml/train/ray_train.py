@@ -474,8 +474,8 @@ def trainer_inputs(
     return {}, split_refs
 
 
-def stop_ray_data_stats_actor() -> bool:
-    """Stop Ray Data's stats actor; True if there was one. It collects Ray Data's execution
+def stop_ray_data_stats_actor() -> None:
+    """Stop Ray Data's stats actor, if there is one. It collects Ray Data's execution
     metrics for the dashboard and lives as long as the cluster: in `ml train`'s private Ray,
     a process that polls beside the training worker for the whole run (~0.5% of a core on 2
     cores), after its last dataset is long done. A later Ray Data run in the same cluster
@@ -490,9 +490,8 @@ def stop_ray_data_stats_actor() -> bool:
     try:
         actor = ray.get_actor(STATS_ACTOR_NAME, namespace=STATS_ACTOR_NAMESPACE)
     except ValueError:
-        return False
+        return
     ray.kill(actor)
-    return True
 
 
 def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
