@@ -1,5 +1,7 @@
 """deploy/: the Serve config validates against Ray's own schema and builds this app; the KubeRay
-manifests have the structure the operator needs; the Dockerfile and runner files are sound.
+manifests have the structure the operator needs; the actions-runner-controller values use the
+chart's keys and keep each tier's runners unprivileged; the Dockerfile is sound. The VM runner
+files are tested in test_runner.py.
 
 No Kubernetes API server exists here, so the KubeRay CRDs are checked structurally (required
 fields of ray.io/v1 RayService/RayJob/RayCluster pod templates), not by `kubectl apply`.
@@ -7,9 +9,7 @@ fields of ray.io/v1 RayService/RayJob/RayCluster pod templates), not by `kubectl
 
 from __future__ import annotations
 
-import configparser
 import importlib
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -52,6 +52,8 @@ def test_serve_config_builds_this_app(tmp_path, monkeypatch):
     from ml.serve.app import build_app
 
     monkeypatch.chdir(REPO_ROOT)
+    # Auth fails closed: the builder needs the token where it runs (the pods' secret env).
+    monkeypatch.setenv("ML_SERVE_TOKEN", "a-token-from-the-secret")
     app = build_app({"params": "params.yaml", "model_uri": "models:/tag-classifier/3"})
     assert isinstance(app, Application)
 
@@ -134,29 +136,55 @@ def test_dockerfile_pins_torch_and_runs_unprivileged():
         assert (REPO_ROOT / source).exists()
 
 
-def test_runner_unit_and_setup_script():
-    unit = configparser.ConfigParser(strict=True, interpolation=None)
-    unit.read(DEPLOY / "runner" / "github-actions-runner.service")
-    assert {"Unit", "Service", "Install"} <= set(unit.sections())
-    assert unit["Service"]["User"] != "root" and unit["Service"]["Restart"] == "always"
-    assert unit["Service"]["ExecStart"].startswith("/opt/actions-runner/")
-    head = configparser.ConfigParser(strict=True, interpolation=None)
-    head.read(DEPLOY / "runner" / "ray-head.service")
-    assert "ray start --head" in head["Service"]["ExecStart"]
+# Top-level keys of the gha-runner-scale-set chart's values.yaml, version 0.14.2 (read from
+# actions/actions-runner-controller, charts/gha-runner-scale-set/values.yaml; nothing vendored).
+# Helm ignores a misspelt key silently, so a typo here would deploy the chart's defaults.
+ARC_VALUES_KEYS = {
+    "githubConfigUrl", "scaleSetLabels", "githubConfigSecret", "proxy", "maxRunners",
+    "minRunners", "runnerGroup", "runnerScaleSetName", "githubServerTLS", "keyVault",
+    "containerMode", "listenerTemplate", "listenerMetrics", "template",
+    "controllerServiceAccount", "namespaceOverride", "annotations", "labels", "resourceMeta",
+}  # fmt: skip
+TIERS = ("pr", "trusted", "release")
 
-    script = DEPLOY / "runner" / "setup-runner.sh"
-    subprocess.run(["bash", "-n", str(script)], check=True)
-    dry = subprocess.run(
-        ["bash", str(script), "--url", "https://github.com/o/r", "--token", "T", "--dry-run"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    config_line = next(line for line in dry.stdout.splitlines() if "config.sh" in line)
-    assert "--labels ray" in config_line and "--unattended" in config_line
-    assert "RAY_ADDRESS" in dry.stdout and "systemctl enable --now" in dry.stdout
-    missing = subprocess.run(["bash", str(script)], capture_output=True, text=True)
-    assert missing.returncode == 2 and "--token" in missing.stderr
+
+def _arc_values(tier: str) -> dict:
+    (values,) = _docs(DEPLOY / "arc" / f"ray-{tier}.values.yaml")
+    return values
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_arc_scale_set_per_tier_is_ephemeral_and_unprivileged(tier):
+    values = _arc_values(tier)
+    assert set(values) <= ARC_VALUES_KEYS, f"unknown chart keys: {set(values) - ARC_VALUES_KEYS}"
+    for key in ("githubConfigUrl", "githubConfigSecret", "runnerScaleSetName", "template"):
+        assert key in values, key
+    # The workflows ask for [self-hosted, ray-TIER]: the name is one label, scaleSetLabels adds
+    # the other.
+    assert values["runnerScaleSetName"] == f"ray-{tier}"
+    assert "self-hosted" in values["scaleSetLabels"]
+    assert values["runnerGroup"] == f"ray-{tier}"
+    assert isinstance(values["githubConfigSecret"], str), "a secret name, never an inline token"
+    assert 0 <= values["minRunners"] <= values["maxRunners"]
+    assert values.get("containerMode", {}).get("type") != "dind", "dind needs a privileged pod"
+    spec = values["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    (runner,) = spec["containers"]
+    assert runner["name"] == "runner"  # the chart fills in the runner container by this name
+    assert ":" in runner["image"] and not runner["image"].endswith(":latest")
+    context = runner["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"]["drop"] == ["ALL"]
+    assert "privileged: true" not in yaml.safe_dump(values)
+    assert not any("valueFrom" in e or "TOKEN" in e["name"] for e in runner.get("env", []))
+
+
+def test_arc_tiers_share_nothing():
+    values = [_arc_values(tier) for tier in TIERS]
+    assert len({v["runnerScaleSetName"] for v in values}) == len(TIERS)
+    assert len({v["runnerGroup"] for v in values}) == len(TIERS)
 
 
 @pytest.mark.parametrize("path", sorted(DEPLOY.rglob("*.yaml")), ids=lambda p: p.name)
