@@ -9,17 +9,20 @@ tags them (`data_sha256`, `params_sha256`); when a registered version already ca
 training, evaluation and registration are skipped and that version is reported (its recorded gate
 decision is reused when it has one). A second run on unchanged data creates no new version.
 
-Opening a pull request: with the `gh` CLI on PATH and GH_TOKEN/GITHUB_TOKEN set, `gh pr create`
-with the body written to `monitor.pr_body`; otherwise only the body is written (the message says
-so) for a person or a workflow step to use.
+Opening a pull request (ml/monitor/pull_request.py): with $ML_RETRAIN_GITHUB_TOKEN set (a GitHub
+App installation token) and GITHUB_REPOSITORY, the new data version (dvc.lock) is committed to
+the branch `retrain/<data sha>-<params sha>`, its outputs and run cache are pushed to the
+trusted DVC remote, the branch is pushed to the git remote and the PR is opened through GitHub's
+REST API with the drift and gate report (`monitor.pr_body`) as its body. Once per data and
+params: an open (or closed) PR from that branch is reported, not opened again. Without the token
+only the body is written (the message says so) for a person or a workflow step to use.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
-import os
-import shutil
-import subprocess
+import json
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,13 +42,15 @@ class RetrainResult:
     created: bool  # False: a version for this data+params existed; nothing was trained
     gate_passed: bool | None
     gate_reasons: list[str]
-    action: str  # "promoted" | "pr_opened" | "pr_body_written" | "none"
+    action: str  # "promoted" | "pr_opened" | "pr_exists" | "pr_body_written" | "none"
     message: str
     data_sha256: str
     params_sha256: str
     labelled_rows_added: int = 0
     pr_body: str | None = None
     steps: list[str] = field(default_factory=list)
+    pr_url: str | None = None
+    branch: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,8 +89,9 @@ def append_labelled(settings: Settings) -> int:
     train_path = settings.path(data.raw_dir) / data.train_file
     base = pd.read_csv(train_path, dtype=str, keep_default_na=False)
     columns = list(base.columns)
-    extra = []
+    extra, read = [], []
     for name, raw in _labelled_files(location):
+        read.append({"origin": name, "sha256": hashlib.sha256(raw).hexdigest()})
         frame = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
         missing = [
             c
@@ -103,15 +109,31 @@ def append_labelled(settings: Settings) -> int:
         return 0
     with atomic_path(train_path) as tmp:
         pd.concat([base, new], ignore_index=True).to_csv(tmp, index=False)
+    _record_labelled(settings, read, len(new))
     return len(new)
 
 
+def _record_labelled(settings: Settings, files: list[dict[str, str]], rows: int) -> None:
+    """Extend ingest's manifest (data/raw/manifest.json, versioned by dvc.lock with the data)
+        so it still describes data/raw: which labelled files were merged into the training file, and
+    that file's sha256 after the merge (the `files` entries keep what the source gave)."""
+    from ml.data.ingest import MANIFEST
+    from ml.io import sha256_file, write_json
+
+    raw_dir = settings.path(settings.data.raw_dir)
+    path = raw_dir / MANIFEST
+    manifest = json.loads(path.read_text()) if path.is_file() else {}
+    merged = raw_dir / settings.data.train_file
+    manifest["labelled"] = {
+        "rows_added": rows,
+        "files": files,
+        "merged_file": settings.data.train_file,
+        "merged_sha256": sha256_file(merged),
+    }
+    write_json(path, manifest)
+
+
 # --- decisions --------------------------------------------------------------------------------
-
-
-def gh_available(environ: dict[str, str] | None = None) -> bool:
-    env = os.environ if environ is None else environ
-    return bool(shutil.which("gh")) and bool(env.get("GH_TOKEN") or env.get("GITHUB_TOKEN"))
 
 
 def choose_action(gate_passed: bool | None, auto_promote: bool, can_open_pr: bool) -> str:
@@ -174,20 +196,6 @@ def render_pr_body(
     return "\n".join(lines) + "\n"
 
 
-def open_pr(body_path: Path, title: str, root: Path) -> str:
-    """`gh pr create` from the current branch; returns the PR URL. The GitHub call itself."""
-    proc = subprocess.run(
-        ["gh", "pr", "create", "--title", title, "--body-file", str(body_path)],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if proc.returncode != 0:
-        raise RetrainError(f"gh pr create failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout.strip()
-
-
 # --- the stage --------------------------------------------------------------------------------
 
 
@@ -211,16 +219,12 @@ def _existing_version(settings: Settings, data_sha: str, params_sha: str):
     return max(matches, key=lambda v: int(v.version)) if matches else None
 
 
-def retrain(settings: Settings, max_rows: int | None = None) -> RetrainResult:
-    """Run the continuous-training path once; see the module doc."""
-    import json
-
+def _prepare_data(settings: Settings, steps: list[str]) -> int:
+    """ingest (+ labelled rows) -> validate -> split; returns the labelled rows added."""
     from ml.data.ingest import ingest
     from ml.data.split import split
     from ml.data.validate import validate
-    from ml.registry import data_checksum, params_hash, promote
 
-    steps: list[str] = []
     ingest(settings)
     steps.append("ingest")
     added = append_labelled(settings)
@@ -235,40 +239,57 @@ def retrain(settings: Settings, max_rows: int | None = None) -> RetrainResult:
     steps.append("validate")
     split(settings)
     steps.append("split")
-    data_sha, params_sha = data_checksum(settings), params_hash(settings)
+    return added
 
+
+def _model_for(
+    settings: Settings, data_sha: str, params_sha: str, max_rows: int | None, steps: list[str]
+) -> tuple[str, bool, bool | None, list[str], dict[str, Any] | None]:
+    """The registered version for this data and params (reused, or trained now) and its gate
+    verdict: (version, created, gate_passed, reasons, gate report)."""
     existing = _existing_version(settings, data_sha, params_sha)
-    gate_doc: dict[str, Any] | None = None
     if existing is not None:
-        version, created = str(existing.version), False
+        version = str(existing.version)
         tags = existing.tags or {}
         status = tags.get("gate.status")
-        gate_passed = None if status is None else status == "passed"
-        reasons = [tags.get("gate.summary", "")] if status else []
-        if gate_passed is None:
+        if status is None:
             gate_passed, reasons, gate_doc = _run_gate(settings, version)
             steps.append("gate")
         else:
+            gate_passed, reasons = status == "passed", [tags.get("gate.summary", "")]
             gate_doc = {"passed": gate_passed, "reasons": reasons}
         steps.append(f"reuse v{version} (same data and params: not retrained)")
-    else:
-        from ml.evaluate.evaluate import evaluate
-        from ml.registry import register
-        from ml.train.ray_train import TrainOptions, run_training
+        return version, False, gate_passed, reasons, gate_doc
 
-        run_training(
-            settings, TrainOptions(max_rows=max_rows, extra_tags={"trigger": "ml retrain"})
-        )
-        steps.append("train")
-        evaluate(settings)
-        steps.append("evaluate")
-        registered = register(settings)
-        version, created = registered.version, True
-        steps.append(f"register v{version}")
-        gate_passed, reasons, gate_doc = _run_gate(settings, version)
-        steps.append("gate")
+    from ml.evaluate.evaluate import evaluate
+    from ml.registry import register
+    from ml.train.ray_train import TrainOptions, run_training
 
-    action = choose_action(gate_passed, settings.monitor.auto_promote, gh_available())
+    run_training(settings, TrainOptions(max_rows=max_rows, extra_tags={"trigger": "ml retrain"}))
+    steps.append("train")
+    evaluate(settings)
+    steps.append("evaluate")
+    version = register(settings).version
+    steps.append(f"register v{version}")
+    gate_passed, reasons, gate_doc = _run_gate(settings, version)
+    steps.append("gate")
+    return version, True, gate_passed, reasons, gate_doc
+
+
+def retrain(settings: Settings, max_rows: int | None = None) -> RetrainResult:
+    """Run the continuous-training path once; see the module doc."""
+    from ml.monitor.pull_request import branch_name, propose, target_from_env
+    from ml.registry import data_checksum, params_hash, promote
+
+    target = target_from_env(settings.report.base_rev)  # a bad token setup fails before training
+    steps: list[str] = []
+    added = _prepare_data(settings, steps)
+    data_sha, params_sha = data_checksum(settings), params_hash(settings)
+    version, created, gate_passed, reasons, gate_doc = _model_for(
+        settings, data_sha, params_sha, max_rows, steps
+    )
+
+    action = choose_action(gate_passed, settings.monitor.auto_promote, target is not None)
     drift_path = settings.path(settings.monitor.report_dir) / "summary.json"
     drift_summary = json.loads(drift_path.read_text()) if drift_path.is_file() else None
     body = render_pr_body(
@@ -278,16 +299,23 @@ def retrain(settings: Settings, max_rows: int | None = None) -> RetrainResult:
     with atomic_path(body_path) as tmp:
         tmp.write_text(body, encoding="utf-8")
 
+    pr_url = branch = None
     if action == "promoted":
         promote(settings, version, "auto-promotion by `ml retrain` (monitor.auto_promote: true)")
         message = f"promoted v{version} to champion (monitor.auto_promote)"
-    elif action == "pr_opened":
-        url = open_pr(body_path, f"Retrained model v{version}", settings.root)
-        message = f"opened pull request {url}"
+    elif action == "pr_opened" and target is not None:
+        branch = branch_name(data_sha, params_sha)
+        title = f"Retrain {settings.mlflow.registered_model}: v{version} on data {data_sha[:12]}"
+        # A model trained on capped rows is not what `ml train` makes from these params: it
+        # goes in dvc.lock for this PR, never into the run cache others restore.
+        outcome = propose(settings.root, target, branch, title, body, max_rows is None)
+        pr_url, message = outcome.url, outcome.message
+        action = "pr_opened" if outcome.created else "pr_exists" if pr_url else "none"
+        steps.append(f"branch {branch}" + (f" at {outcome.commit[:12]}" if outcome.commit else ""))
     elif action == "pr_body_written":
         message = (
-            f"gate passed; no `gh` CLI with GH_TOKEN/GITHUB_TOKEN here, so no PR was "
-            f"opened: the PR body is in {body_path}"
+            "gate passed; $ML_RETRAIN_GITHUB_TOKEN is not set, so no branch was pushed and no "
+            f"PR opened: the PR body is in {body_path}"
         )
     else:
         message = f"gate failed for v{version}: nothing to promote; report in {body_path}"
@@ -303,12 +331,12 @@ def retrain(settings: Settings, max_rows: int | None = None) -> RetrainResult:
         added,
         str(body_path),
         steps,
+        pr_url,
+        branch,
     )
 
 
 def _run_gate(settings: Settings, version: str) -> tuple[bool, list[str], dict[str, Any]]:
-    import json
-
     from ml.gate import gate
 
     result = gate(settings, challenger=version)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from ml.config import load_settings
-from ml.monitor.retrain import append_labelled, choose_action, gh_available, render_pr_body
+from ml.monitor.retrain import append_labelled, choose_action, render_pr_body
 from tests.conftest import REPO_ROOT, cli_env, run_ml
 
 COLUMNS = ["id", "title", "description", "tag"]
@@ -112,11 +112,6 @@ def test_labelled_rows_are_appended_once(tmp_path: Path, shared_data: Path, monk
 )
 def test_pr_or_promotion_decision(gate_passed, auto_promote, can_open_pr, expected) -> None:
     assert choose_action(gate_passed, auto_promote, can_open_pr) == expected
-
-
-def test_gh_needs_a_token(monkeypatch) -> None:
-    assert gh_available({"PATH": ""}) is False
-    assert gh_available({}) is False
 
 
 def test_pr_body_carries_the_evidence(tmp_path: Path, shared_data: Path, monkeypatch) -> None:
