@@ -1,24 +1,42 @@
 """Release: deploy the model trained from exactly the tagged commit, or leave production as it was.
 
-find the registered version whose git_sha tag is the commit (never retrain at release time)
-  -> it must have passed the gate -> promote it to `champion`
-  -> deploy it to Ray Serve (pinned to that version) -> smoke-test the live endpoint
-  -> on any failure after the promotion: roll the alias back, redeploy the previous champion,
-     smoke-test that, and report the release as failed.
+Nothing moves until every check passed (ml.release_checks): the tagged commit is on main, the
+version registered for it has trusted provenance and passed the gate, and it is not older than
+the champion (unless --allow-downgrade). Then, with SIGTERM turned into an exception:
+
+  deploy the version (pinned, not the alias) -> smoke-test the live endpoint -> move `champion`.
+
+The champion is captured before anything moves. On any failure or interruption from the deploy
+on (KeyboardInterrupt and SystemExit included), with further SIGTERM/SIGINT held off: redeploy
+that captured version first, smoke-test it, and only then point the alias back at it; after a
+failed first release (no champion before), delete the Serve app and the alias.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ml.config import Settings
+from ml.release_checks import (
+    ReleaseError,
+    check_gate,
+    check_on_main,
+    check_order,
+    check_provenance,
+    find_version_for_commit,
+)
+
+__all__ = ["ReleaseError", "ReleaseResult", "Terminated", "release", "smoke_test"]
 
 SMOKE_TEXTS = [
     "Transformers for text classification: fine-tuning BERT on a small labelled set.",
@@ -26,8 +44,13 @@ SMOKE_TEXTS = [
 ]
 
 
-class ReleaseError(RuntimeError):
-    """The release cannot go ahead, or failed and was rolled back; the message says which."""
+class Terminated(BaseException):
+    """SIGTERM arrived during a release. A BaseException, so no library's `except Exception`
+    (retry loops in HTTP clients) can swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
 
 
 @dataclass
@@ -37,35 +60,85 @@ class ReleaseResult:
     previous: str | None
     url: str
     smoke: dict[str, Any] = field(default_factory=dict)
+    source_commit: str = ""  # the training run's commit (an ancestor when main reused it)
 
 
-def find_version_for_commit(settings: Settings, commit: str) -> Any:
-    """The newest registered version trained from `commit` (its git_sha tag)."""
-    from ml.registry import client
-
-    name = settings.mlflow.registered_model
-    versions = [
-        v
-        for v in client(settings).search_model_versions(f"name='{name}'")
-        if v.tags.get("git_sha") == commit
-    ]
-    if not versions:
-        raise ReleaseError(
-            f"no version of {name} was registered for commit {commit}; the main workflow "
-            "registers one for every merge (run it for this commit, then tag again)"
-        )
-    return max(versions, key=lambda v: int(v.version))
+# ---- signals -----------------------------------------------------------------------------------
 
 
-def _http(method: str, url: str, token: str | None, payload: Any = None) -> Any:
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """For the duration, SIGTERM raises Terminated (a cancelled job, `systemctl stop`), so the
+    release's handler restores production instead of the process dying mid-way."""
+    if not _in_main_thread():  # signal handlers can only be installed from the main thread
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[list[int]]:
+    """While production is being restored, SIGTERM and SIGINT are noted, not obeyed: a second
+    cancel must not stop the rollback half way. (SIGKILL still can; nothing stops that.)"""
+    received: list[int] = []
+    if not _in_main_thread():
+        yield received
+        return
+    old = {sig: signal.signal(sig, lambda n, f: received.append(n)) for sig in _HELD}
+    try:
+        yield received
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+_HELD = (signal.SIGTERM, signal.SIGINT)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted by SIGINT (Ctrl-C or a cancelled job)"
+    if isinstance(exc, SystemExit):
+        return f"the process was asked to exit ({exc.code})"
+    return str(exc) or type(exc).__name__
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, Terminated):
+        return 128 + exc.signum
+    return 130 if isinstance(exc, KeyboardInterrupt) else 1
+
+
+# ---- the live endpoint -------------------------------------------------------------------------
+
+
+def _request(
+    method: str, url: str, token: str | None, payload: Any = None
+) -> urllib.request.Request:
     data = None if payload is None else json.dumps(payload).encode()
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
+    return request
+
+
+def _http(method: str, url: str, token: str | None, payload: Any = None) -> Any:
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
+        with urllib.request.urlopen(_request(method, url, token, payload), timeout=30) as answer:
+            return json.loads(answer.read())
     except urllib.error.HTTPError as exc:
         detail = exc.read()[:300].decode(errors="replace")
         raise ReleaseError(
@@ -75,9 +148,36 @@ def _http(method: str, url: str, token: str | None, payload: Any = None) -> Any:
         raise ReleaseError(f"smoke test: {method} {url} failed: {exc}") from exc
 
 
+def _status_without_token(url: str) -> int:
+    try:
+        with urllib.request.urlopen(
+            _request("POST", url, None, {"texts": SMOKE_TEXTS[:1]}), timeout=30
+        ) as answer:
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, TimeoutError) as exc:
+        raise ReleaseError(f"smoke test: POST {url} without a token failed: {exc}") from exc
+
+
+def check_auth(url: str, token: str | None) -> str:
+    """With a token configured, a request without it must get 401 (serving fails closed)."""
+    if not token:
+        return "skipped: no serving token configured (serve.auth_token_env is unset or empty)"
+    status = _status_without_token(f"{url}/predict")
+    if status != 401:
+        raise ReleaseError(
+            f"smoke test: POST {url}/predict without the bearer token answered HTTP {status}, "
+            "expected 401; the endpoint does not enforce its token"
+        )
+    return "a request without the token got 401"
+
+
 def smoke_test(url: str, expected_version: str, token: str | None) -> dict[str, Any]:
-    """The live endpoint is healthy, serves `expected_version`, and predicts known labels."""
+    """The live endpoint is healthy, refuses requests without its token, serves
+    `expected_version`, and predicts known labels."""
     health = _http("GET", f"{url}/healthz", token)
+    auth = check_auth(url, token)
     model = _http("GET", f"{url}/model", token)
     if str(model.get("version")) != str(expected_version):
         raise ReleaseError(
@@ -88,7 +188,7 @@ def smoke_test(url: str, expected_version: str, token: str | None) -> dict[str, 
     labels = [p["label"] for p in answer.get("predictions", [])]
     if len(labels) != len(SMOKE_TEXTS) or not set(labels) <= set(model.get("labels", [])):
         raise ReleaseError(f"smoke test: bad predictions {answer}")
-    return {"healthz": health, "version": model["version"], "labels": labels}
+    return {"healthz": health, "auth": auth, "version": model["version"], "labels": labels}
 
 
 def deploy_version(settings: Settings, version: str) -> str:
@@ -99,18 +199,42 @@ def deploy_version(settings: Settings, version: str) -> str:
     return start_local(settings, model_uri=uri)
 
 
+def undeploy(settings: Settings) -> None:
+    """Delete the Serve app (what a failed first release leaves must not serve)."""
+    from ray import serve
+
+    from ml.serve import init_ray
+
+    init_ray(settings.ray.address)
+    serve.delete(settings.serve.app_name)
+
+
 def endpoint_url(settings: Settings, deployed_url: str) -> str:
     return (os.environ.get("ML_SERVE_URL") or deployed_url).rstrip("/")
 
 
-def _withdraw_first_champion(settings: Settings, version: str, reason: str) -> None:
-    """Undo a first-ever promotion: production had no champion, so it gets none again."""
-    from ml.registry import CHAMPION, client, record_event
+# ---- release and restore -----------------------------------------------------------------------
 
-    registry = client(settings)
-    name = settings.mlflow.registered_model
-    registry.delete_registered_model_alias(name, CHAMPION)
-    record_event(registry, name, version, "withdraw", CHAMPION, reason)
+
+@dataclass
+class Plan:
+    """What one release does, fixed before anything moves."""
+
+    settings: Settings
+    tag: str
+    version: str
+    previous: str | None  # the champion at the start: what a rollback restores
+    token: str | None
+    deploy: Callable[[Settings, str], str]
+    smoke: Callable[[str, str, str | None], dict[str, Any]]
+    teardown: Callable[[Settings], None]
+    settle_s: float
+    force: bool  # --allow-downgrade: promote past the gate's champion check (recorded)
+
+    def go_live(self, version: str) -> tuple[str, dict[str, Any]]:
+        url = endpoint_url(self.settings, self.deploy(self.settings, version))
+        time.sleep(self.settle_s)
+        return url, self.smoke(url, version, self.token)
 
 
 def release(
@@ -120,43 +244,129 @@ def release(
     deploy: Callable[[Settings, str], str] = deploy_version,
     smoke: Callable[[str, str, str | None], dict[str, Any]] = smoke_test,
     settle_s: float = 0.0,
+    *,
+    allow_downgrade: bool = False,
+    main_ref: str | None = None,
+    teardown: Callable[[Settings], None] = undeploy,
 ) -> ReleaseResult:
-    from ml.registry import CHAMPION, GATE_STATUS_TAG, alias_version, client, promote, rollback
-
-    token = os.environ.get(settings.serve.auth_token_env) or None
-    target = find_version_for_commit(settings, commit)
-    version = str(target.version)
-    if target.tags.get(GATE_STATUS_TAG) != "passed":
-        raise ReleaseError(
-            f"version {version} (commit {commit[:12]}) did not pass the gate "
-            f"({target.tags.get(GATE_STATUS_TAG, 'no decision')}); it cannot be released"
-        )
-    current = alias_version(client(settings), settings.mlflow.registered_model, CHAMPION)
-    previous = str(current.version) if current else None
-    if previous != version:
-        promote(settings, version, f"release {tag}")
-
-    try:
-        url = endpoint_url(settings, deploy(settings, version))
-        time.sleep(settle_s)
-        checks = smoke(url, version, token)
-    except Exception as exc:  # any failure after the promotion must restore production
-        message = f"release {tag} of version {version} failed: {exc}"
-        if previous == version:
-            raise ReleaseError(f"{message}; it was already the champion") from exc
-        if previous is None:
-            _withdraw_first_champion(settings, version, f"release {tag} failed: {exc}"[:500])
-            raise ReleaseError(
-                f"{message}; champion alias removed (there was none before)"
-            ) from exc
-        rollback(settings, f"release {tag} failed: {exc}"[:500])
+    with sigterm_raises():
         try:
-            url = endpoint_url(settings, deploy(settings, previous))
-            smoke(url, previous, token)
-        except Exception as again:
-            raise ReleaseError(
-                f"{message}; champion alias rolled back to {previous}, but redeploying it "
-                f"failed too: {again}"
-            ) from exc
-        raise ReleaseError(f"{message}; rolled back to version {previous}, which is live") from exc
-    return ReleaseResult(tag, version, previous, url, checks)
+            return _release(settings, tag, commit, deploy, smoke, settle_s, allow_downgrade,
+                            main_ref, teardown)  # fmt: skip
+        except Terminated as exc:  # during the checks: nothing had moved yet
+            error = ReleaseError(f"release {tag} {exc} before anything moved; nothing changed")
+            error.exit_code = _exit_code(exc)
+            raise error from exc
+
+
+def _release(
+    settings: Settings,
+    tag: str,
+    commit: str,
+    deploy: Callable[[Settings, str], str],
+    smoke: Callable[[str, str, str | None], dict[str, Any]],
+    settle_s: float,
+    allow_downgrade: bool,
+    main_ref: str | None,
+    teardown: Callable[[Settings], None],
+) -> ReleaseResult:
+    from ml.registry import CHAMPION, alias_version, client
+
+    commit = check_on_main(settings.root, commit, main_ref)  # git only: before any registry call
+    registry = client(settings)
+    target = find_version_for_commit(settings, registry, commit)
+    source_commit = check_provenance(settings, registry, target, commit)
+    current = alias_version(registry, settings.mlflow.registered_model, CHAMPION)
+    previous = str(current.version) if current else None
+    check_order(str(target.version), previous, allow_downgrade)
+    check_gate(target, previous, allow_downgrade)
+    plan = Plan(settings, tag, str(target.version), previous,
+                os.environ.get(settings.serve.auth_token_env) or None,
+                deploy, smoke, teardown, settle_s, allow_downgrade)  # fmt: skip
+    try:
+        url, checks = plan.go_live(plan.version)
+        if previous != plan.version:
+            _promote(plan)
+    except BaseException as exc:  # Terminated, KeyboardInterrupt, SystemExit too
+        raise _restore(plan, exc) from exc
+    return ReleaseResult(tag, plan.version, previous, url, checks, source_commit)
+
+
+def _promote(plan: Plan) -> None:
+    from ml.registry import promote
+
+    why = f"release {plan.tag}" + (" (--allow-downgrade)" if plan.force else "")
+    promote(plan.settings, plan.version, why, force=plan.force)
+
+
+def _restore(plan: Plan, exc: BaseException) -> ReleaseError:
+    """Put production back as it was at the start; the error says what happened."""
+    with signals_held() as held:
+        cause = _describe(exc)
+        message = f"release {plan.tag} of version {plan.version} failed: {cause}"
+        reason = f"release {plan.tag} failed: {cause}"[:500]
+        if plan.previous is None:
+            outcome = _withdraw_first(plan, reason)
+        elif plan.previous == plan.version:
+            outcome = f"; version {plan.version} was already the champion (alias unchanged)"
+        else:
+            outcome = _restore_previous(plan, reason)
+    if held:
+        names = ", ".join(sorted({signal.Signals(s).name for s in held}))
+        outcome += f" ({names} received during the rollback was held until it finished)"
+    error = ReleaseError(message + outcome)
+    error.exit_code = _exit_code(exc)
+    return error
+
+
+def _restore_previous(plan: Plan, reason: str) -> str:
+    """Redeploy the captured champion and smoke-test it first; only then move the alias back
+    (also when the redeploy failed: the alias never names a version whose release failed)."""
+    try:
+        plan.go_live(plan.previous)
+        live = f"version {plan.previous}, which is live"
+    except Exception as again:
+        live = f"version {plan.previous}, but redeploying it failed too: {again}"
+    try:
+        moved = _alias_back(plan, reason)
+    except Exception as again:
+        return f"; redeployed {live}; moving the champion alias back FAILED: {again}"
+    alias = "champion alias moved back" if moved else "champion alias had not moved"
+    return f"; rolled back to {live} ({alias})"
+
+
+def _alias_back(plan: Plan, reason: str) -> bool:
+    from ml.registry import CHAMPION, alias_version, client, record_event
+
+    registry = client(plan.settings)
+    name = plan.settings.mlflow.registered_model
+    now = alias_version(registry, name, CHAMPION)
+    if now is not None and str(now.version) == plan.previous:
+        return False
+    registry.set_registered_model_alias(name, CHAMPION, plan.previous)
+    record_event(registry, name, plan.previous, "rollback", CHAMPION, reason,
+                 from_version=str(now.version) if now else None)  # fmt: skip
+    if now is not None:
+        record_event(registry, name, str(now.version), "rolled_back", CHAMPION, reason,
+                     to_version=plan.previous)  # fmt: skip
+    return True
+
+
+def _withdraw_first(plan: Plan, reason: str) -> str:
+    """A first release that failed: production had no champion and no app, so it gets neither."""
+    from ml.registry import CHAMPION, alias_version, client, record_event
+
+    notes = []
+    try:
+        plan.teardown(plan.settings)
+        notes.append(f"app {plan.settings.serve.app_name} deleted")
+    except Exception as again:
+        notes.append(f"deleting app {plan.settings.serve.app_name} FAILED: {again}")
+    registry = client(plan.settings)
+    name = plan.settings.mlflow.registered_model
+    now = alias_version(registry, name, CHAMPION)
+    if now is not None:
+        registry.delete_registered_model_alias(name, CHAMPION)
+        record_event(registry, name, str(now.version), "withdraw", CHAMPION, reason)
+        notes.append("champion alias removed")
+    return f"; there was no champion before: {', '.join(notes)}"
