@@ -95,21 +95,55 @@ def test_ray_head_runs_as_its_own_user():
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
 def test_units_pass_systemd_analyze_verify(tmp_path):
-    """systemd's own checker: unknown keys, bad values, missing executables. The install paths
-    of the helpers are pointed at this checkout's copies, which is all that differs."""
+    """systemd's own checker: unknown keys, bad values, missing executables."""
     for unit in RUNNER.glob("*.service"):
-        text = (
-            unit.read_text()
-            .replace(f"{LIBEXEC}/prepare-runner", str(RUNNER / "prepare-runner.py"))
-            .replace(f"{LIBEXEC}/run-ephemeral", str(RUNNER / "run-ephemeral.sh"))
-        )
-        (tmp_path / unit.name).write_text(text)
+        _installed_copy(unit, tmp_path)
     result = subprocess.run(
         ["systemd-analyze", "verify", "--man=no",
          str(tmp_path / "github-actions-runner@pr.service"), str(tmp_path / "ray-head.service")],
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+# systemd-analyze security rates exposure 0.0 (fully sandboxed) to 10.0; its threshold is in
+# tenths: 50 is "5.0 OK" or better.
+SANDBOX_MAX_EXPOSURE = "50"
+
+
+def _installed_copy(unit: Path, into: Path, text: str | None = None) -> Path:
+    """The unit in `into`, its helpers' install paths pointed at this checkout's copies."""
+    text = (
+        (text if text is not None else unit.read_text())
+        .replace(f"{LIBEXEC}/prepare-runner", str(RUNNER / "prepare-runner.py"))
+        .replace(f"{LIBEXEC}/run-ephemeral", str(RUNNER / "run-ephemeral.sh"))
+    )
+    (into / unit.name).write_text(text)
+    return into / unit.name.replace("@.", "@pr.")
+
+
+def _exposure(unit: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--man=no",
+         f"--threshold={SANDBOX_MAX_EXPOSURE}", str(unit)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+@pytest.mark.parametrize("name", ["github-actions-runner@.service", "ray-head.service"])
+def test_units_sandbox_scores_ok_and_the_score_measures_the_sandbox(tmp_path, name):
+    unit = RUNNER / name
+    result = _exposure(_installed_copy(unit, tmp_path))
+    assert result.returncode == 0, result.stdout[-600:]
+    # The same unit without its sandboxing lines is over the threshold: the check has teeth.
+    sandbox = ("Protect", "Private", "Restrict", "NoNew", "Capability", "Ambient", "Lock",
+               "SystemCall", "DevicePolicy", "UMask", "RemoveIPC")  # fmt: skip
+    keep = [line for line in unit.read_text().splitlines() if not line.startswith(sandbox)]
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    unprotected = _exposure(_installed_copy(unit, bare, "\n".join(keep) + "\n"))
+    assert unprotected.returncode != 0 and "Overall exposure level" in unprotected.stdout
 
 
 def dry_run(*args: str) -> subprocess.CompletedProcess[str]:
