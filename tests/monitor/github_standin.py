@@ -68,7 +68,7 @@ def _handler(state: GitHubStandIn) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             entry = self._record()
             if entry.path != prefix:
                 return self._reply(404, {"message": "Not Found"})
@@ -80,7 +80,7 @@ def _handler(state: GitHubStandIn) -> type[BaseHTTPRequestHandler]:
             ]
             return self._reply(200, found)
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             entry = self._record()
             if entry.path != prefix or not entry.body:
                 return self._reply(404, {"message": "Not Found"})

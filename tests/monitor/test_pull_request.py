@@ -196,7 +196,7 @@ def test_token_reaches_an_https_remote_as_a_header_only(
     seen: list[str | None] = []
 
     class Refuse(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             seen.append(self.headers.get("Authorization"))
             self.send_response(404)
             self.end_headers()

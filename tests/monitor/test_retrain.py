@@ -1,11 +1,14 @@
 """`ml retrain`: end to end on a tiny real config (a registered challenger and a gate decision;
 a second run on unchanged data creates no new version), the newly-labelled-data merge, and the
-PR / auto-promotion decision. The GitHub call itself (`gh pr create`) is NOT exercised: tests
-cannot reach GitHub; the decision to call it and the PR body are tested instead."""
+PR / auto-promotion decision, and the PR `ml retrain` opens: a branch pushed to a real bare git
+remote, the data version on a real DVC remote, and GitHub's REST API served by a recorded
+stand-in on loopback (GitHub itself cannot run here)."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +17,9 @@ import yaml
 
 from ml.config import load_settings
 from ml.monitor.retrain import append_labelled, choose_action, render_pr_body
-from tests.conftest import REPO_ROOT, cli_env, run_ml
+from tests.conftest import BIN_DIR, REPO_ROOT, cli_env, run_ml
+from tests.e2e.harness import tiny_params
+from tests.monitor.github_standin import github_standin
 
 COLUMNS = ["id", "title", "description", "tag"]
 
@@ -129,3 +134,103 @@ def test_pr_body_carries_the_evidence(tmp_path: Path, shared_data: Path, monkeyp
     assert "v7" in body and "Gate: passed" in body and "embedding: mmd 0.0120" in body
     assert "| f1_weighted | 0.9500 | 0.9400 |" in body and "labelled rows" in body
     assert 'ml registry promote 7 --reason "..."' in body
+
+
+def dvc_project(base: Path, shared_data: Path) -> Path:
+    """A git + DVC repository as the retrain job checks it out: this repo's dvc.yaml and `ml`
+    code (the stages' declared deps), tiny params, main pushed to a bare `origin`, a local DVC
+    remote standing for the trusted one, and a folder of newly labelled rows."""
+    root = tiny_project(base / "checkout", shared_data)
+    shutil.copytree(REPO_ROOT / "ml", root / "ml", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())  # every key dvc.yaml names
+    params = tiny_params(params) | {"data": params["data"] | {"source": str(root / "source")}}
+    params["data"]["sha256"] = {}
+    params["train"].update(num_workers=1, cpus_per_worker=1, batch_size=8)
+    # A one-epoch model is a smoke test: no floors, so the gate passes and the PR is opened.
+    params["gate"]["floors"] = {"accuracy": 0.0, "f1_weighted": 0.0, "f1_macro": 0.0}
+    params["mlflow"] = {"tracking_uri": "sqlite:///mlflow.db", "experiment": "retrain-test"}
+    params["evaluate"]["behavioural_file"] = str(REPO_ROOT / "ml/evaluate/behavioural.yaml")
+    params["monitor"]["labelled_source"] = "labelled"
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "labelled").mkdir()
+    extra = pd.read_csv(shared_data / "madewithml" / "dataset.csv").tail(5)[COLUMNS]
+    extra.to_csv(root / "labelled" / "batch-1.csv", index=False)
+    (root / ".gitignore").write_text(
+        "/data\n/models\n/reports\n/mlflow.db\n/mlruns\n/ray_results\n/logs\n"
+    )
+    sh_git(root, "init", "-q", "-b", "main")
+    for args in (["init", "-q"], ["config", "core.analytics", "false"],
+                 ["remote", "add", "-d", "trusted", str(base / "dvc-trusted")]):  # fmt: skip
+        subprocess.run([str(BIN_DIR / "dvc"), *args], cwd=root, check=True)
+    sh_git(root, "add", ".")
+    sh_git(root, "commit", "-qm", "main")
+    sh_git(base, "init", "-q", "--bare", "-b", "main", "origin.git")
+    sh_git(root, "remote", "add", "origin", str(base / "origin.git"))
+    sh_git(root, "push", "-q", "origin", "main")
+    return root
+
+
+def sh_git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=dev", "-c", "user.email=dev@example.com", *args],
+        cwd=cwd, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+
+
+@pytest.mark.slow
+def test_retrain_pushes_the_data_version_and_opens_one_pr(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """`ml retrain` after a drift verdict, on a checkout whose origin is a real bare repository
+    and with a real DVC remote: the pushed branch's commit holds the new data version, exactly
+    one PR is opened with the drift and gate report, a second run opens none, and a fresh clone
+    of the branch restores the retrained model with `dvc repro --pull` instead of training.
+    GitHub's REST API cannot run here: a recorded stand-in on 127.0.0.1 serves it
+    (github_standin.py). The drift summary is written as `ml monitor drift` writes it."""
+    root = dvc_project(tmp_path, shared_data)
+    drift = {"verdict": "drift", "drift": True, "reasons": ["embedding: mmd 0.0120 > 0.006"]}
+    (root / "reports/drift").mkdir(parents=True)
+    (root / "reports/drift/summary.json").write_text(json.dumps(drift))
+    head = sh_git(root, "rev-parse", "HEAD")
+    with github_standin("owner/ml") as github:
+        env = cli_env(
+            RAY_AUTH_MODE="disabled", GITHUB_OUTPUT=str(tmp_path / "out1"),
+            ML_RETRAIN_GITHUB_TOKEN="tok-secret", GITHUB_REPOSITORY="owner/ml",
+            GITHUB_API_URL=github.url, GITHUB_REF_NAME="main",
+        )  # fmt: skip
+        first = run_ml(["retrain"], cwd=root, env=env, timeout=900)
+        assert first.returncode == 0, first.stdout + first.stderr
+        env["GITHUB_OUTPUT"] = str(tmp_path / "out2")
+        second = run_ml(["retrain"], cwd=root, env=env, timeout=900)
+        assert second.returncode == 0, second.stdout + second.stderr
+
+    out1 = dict(line.split("=", 1) for line in (tmp_path / "out1").read_text().splitlines())
+    out2 = dict(line.split("=", 1) for line in (tmp_path / "out2").read_text().splitlines())
+    branch = out1["branch"]
+    assert out1["action"] == "pr_opened" and out1["pr_url"].endswith("/pull/1")
+    assert out2["action"] == "pr_exists" and out2["pr_url"] == out1["pr_url"]
+    assert out2["created"] == "false" and "already open" in second.stdout
+    (post,) = github.posts()
+    assert post.body["head"] == branch and post.body["base"] == "main"
+    assert post.body["title"].startswith("Retrain tag-classifier: v1")
+    assert "embedding: mmd 0.0120" in post.body["body"] and "Gate: passed" in post.body["body"]
+    assert "tok-secret" not in first.stdout + first.stderr + (root / ".git/config").read_text()
+
+    bare = tmp_path / "origin.git"
+    assert sh_git(bare, "rev-parse", f"{branch}^") == head
+    assert sh_git(bare, "diff", "--name-only", head, branch).split() == ["dvc.lock"]
+    lock = yaml.safe_load(sh_git(bare, "show", f"{branch}:dvc.lock"))
+    assert {"ingest", "validate", "split", "train", "evaluate"} <= set(lock["stages"])
+
+    clone = tmp_path / "clone"
+    sh_git(tmp_path, "clone", "-q", "-b", branch, str(bare), str(clone))
+    restored = subprocess.run(
+        [str(BIN_DIR / "dvc"), "repro", "--pull", "evaluate"],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "Running stage" not in restored.stdout, restored.stdout
+    manifest = json.loads((clone / "data/raw/manifest.json").read_text())
+    assert manifest["labelled"]["rows_added"] == 5  # the new data, labelled rows included
+    assert (clone / "models/model/labels.json").is_file()
