@@ -27,6 +27,7 @@ REMOTE_ACTIONS = [
     "actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093",
     "actions/upload-pages-artifact@56afc609e74202658d3ffba0e8f6dda462b719fa",
     "actions/deploy-pages@d6db90164ac5ed86f2b6aed7e0febac5b3c0c03e",
+    "actions/create-github-app-token@1b10c78c7865c340bc4f6099eb2f838309f1e8c3",
 ]
 STUB_ACTION = (
     "name: stub\ndescription: stands in for a remote action skipped under act\n"
