@@ -654,17 +654,20 @@ def monitor_drift(
 
 @app.command(
     "retrain",
-    epilog="Exit codes: 0 done (promoted, PR opened, or PR body written); 5 the gate failed "
-    "(nothing promoted or proposed); 1 error (invalid data, training failed). With "
-    "$GITHUB_OUTPUT set, version=, created=, gate=, action= lines are appended to it.",
+    epilog="Exit codes: 0 done (promoted, PR opened or already open, or PR body written); 5 "
+    "the gate failed (nothing promoted or proposed); 1 error (invalid data, training failed, "
+    "push or GitHub API refused). With $GITHUB_OUTPUT set, version=, created=, gate=, action=, "
+    "pr_url=, branch= lines are appended to it. The PR needs $ML_RETRAIN_GITHUB_TOKEN (a "
+    "GitHub App installation token) and GITHUB_REPOSITORY; see docs/monitoring.md.",
 )
 def retrain_cmd(
     max_rows: Annotated[int | None, typer.Option(help="cap train/val rows (smoke runs)")] = None,
 ) -> None:
     """Continuous training: ingest the latest data (plus monitor.labelled_source), validate,
-    split, train, evaluate, register, gate against the champion; then open a PR with the report
-    (default) or promote when monitor.auto_promote is true and the gate passed. Idempotent: a
-    version already registered for the same data and params is reused, not retrained."""
+    split, train, evaluate, register, gate against the champion; then push the new data version
+    (dvc.lock) to a retrain/ branch and open a PR with the report (default) or promote when
+    monitor.auto_promote is true and the gate passed. Idempotent: a version already registered
+    for the same data and params is reused, not retrained, and its PR is not opened twice."""
     import os
 
     from ml.monitor.retrain import retrain
@@ -681,6 +684,7 @@ def retrain_cmd(
             handle.write(
                 f"version={result.version}\ncreated={str(result.created).lower()}\n"
                 f"gate={gate_word}\naction={result.action}\n"
+                f"pr_url={result.pr_url or ''}\nbranch={result.branch or ''}\n"
             )
     if not result.gate_passed:
         raise typer.Exit(5)
