@@ -163,7 +163,7 @@ def _status_without_token(url: str) -> int:
 def check_auth(url: str, token: str | None) -> str:
     """With a token configured, a request without it must get 401 (serving fails closed)."""
     if not token:
-        return "skipped: no serving token configured (serve.auth_token_env is unset or empty)"
+        return "skipped: serving auth is off (serve.auth: false), so there is no token to enforce"
     status = _status_without_token(f"{url}/predict")
     if status != 401:
         raise ReleaseError(
@@ -207,6 +207,19 @@ def undeploy(settings: Settings) -> None:
 
     init_ray(settings.ray.address)
     serve.delete(settings.serve.app_name)
+
+
+def serving_token(settings: Settings) -> str | None:
+    """The endpoint's bearer token; None when serving auth is off. Auth on without a token is
+    refused here, before anything moves (the deployment would refuse to start anyway)."""
+    from ml.serve.auth import AuthConfigError, deploy_token_digest
+
+    try:
+        if deploy_token_digest(settings) is None:
+            return None
+    except AuthConfigError as exc:
+        raise ReleaseError(f"nothing was released: {exc}") from exc
+    return os.environ[settings.serve.auth_token_env.strip()].strip()
 
 
 def endpoint_url(settings: Settings, deployed_url: str) -> str:
@@ -280,8 +293,7 @@ def _release(
     previous = str(current.version) if current else None
     check_order(str(target.version), previous, allow_downgrade)
     check_gate(target, previous, allow_downgrade)
-    plan = Plan(settings, tag, str(target.version), previous,
-                os.environ.get(settings.serve.auth_token_env) or None,
+    plan = Plan(settings, tag, str(target.version), previous, serving_token(settings),
                 deploy, smoke, teardown, settle_s, allow_downgrade)  # fmt: skip
     try:
         url, checks = plan.go_live(plan.version)

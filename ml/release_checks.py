@@ -119,8 +119,15 @@ def find_version_for_commit(settings: Settings, registry: MlflowClient, commit: 
 
 
 def trusted_experiment(settings: Settings) -> str:
-    """The experiment production's training runs log to (main and retrain; PR jobs log
-    elsewhere and cannot write this one)."""
+    """The experiment production's training runs log to (main and retrain); PR jobs log to
+    mlflow.pr_experiment and cannot write this one."""
+    from ml.access import PR
+
+    if settings.mlflow.tier == PR:  # its settings name the PR experiment in place of this one
+        raise ReleaseError(
+            "ml release runs in the production tier (ML_TIER=production, the release job's "
+            "environment), not the pr tier"
+        )
     return settings.mlflow.experiment
 
 

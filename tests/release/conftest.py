@@ -125,6 +125,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     monkeypatch.setenv("ML_SERVE_TOKEN", TOKEN)
     monkeypatch.delenv("ML_SERVE_URL", raising=False)
     monkeypatch.delenv("ML_RELEASE_MAIN_REF", raising=False)
+    monkeypatch.delenv("ML_TIER", raising=False)
     return made
 
 

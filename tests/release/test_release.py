@@ -15,6 +15,7 @@ import pytest
 from ml.release import ReleaseError, release, smoke_test
 from ml.release_checks import MAIN_REF_ENV, check_on_main
 from tests.conftest import REPO_ROOT
+from tests.evaluate.tiny import set_params
 from tests.release.conftest import MODEL, Project, git
 from tests.release.fake_serve import FakeServe, deploy_to, state, teardown_at
 
@@ -205,16 +206,35 @@ def test_a_bad_smoke_test_rolls_back_and_the_alias_never_moves(project, serving)
     assert [e["action"] for e in audit(project, v2)] == []  # never promoted
 
 
-def test_an_endpoint_that_fails_open_fails_the_smoke_test(project, serving, monkeypatch):
-    v1 = project.register(project.commits["c1"])
+def test_an_endpoint_that_fails_open_fails_the_smoke_test(project, serving):
+    project.register(project.commits["c1"])
     serving.enforce_auth = False
     with pytest.raises(ReleaseError, match="without the bearer token answered HTTP 200"):
         ship(project, serving, "v1.0.0", project.commits["c1"])
-    # With no token configured there is nothing to enforce: the check is skipped, and says so.
+    assert project.champion() is None
+
+
+def test_no_token_is_refused_before_anything_moves_unless_auth_is_off(
+    project, serving, monkeypatch
+):
+    v1 = project.register(project.commits["c1"])
     monkeypatch.delenv("ML_SERVE_TOKEN")
+    with pytest.raises(ReleaseError, match=r"nothing was released: .*ML_SERVE_TOKEN"):
+        ship(project, serving, "v1.0.0", project.commits["c1"])
+    assert state(serving.url)["history"] == []
+    # Auth off on purpose: nothing to enforce, the check is skipped and says so.
+    set_params(project.root, "serve", auth=False)
     serving.token = None
     result = ship(project, serving, "v1.0.0", project.commits["c1"])
-    assert result.version == v1 and result.smoke["auth"].startswith("skipped: no serving token")
+    assert result.version == v1 and result.smoke["auth"].startswith("skipped: serving auth is off")
+
+
+def test_the_pr_tier_cannot_release(project, serving, monkeypatch):
+    project.register(project.commits["c1"])
+    monkeypatch.setenv("ML_TIER", "pr")
+    with pytest.raises(ReleaseError, match="production tier"):
+        ship(project, serving, "v1.0.0", project.commits["c1"])
+    assert project.champion() is None and state(serving.url)["history"] == []
 
 
 def test_a_failed_first_release_deletes_the_app_and_leaves_no_champion(project, serving):
