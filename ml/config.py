@@ -30,6 +30,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "MLFLOW_TRACKING_URI": "mlflow.tracking_uri",
     "RAY_ADDRESS": "ray.address",
     "ML_PREDICTION_LOG_DIR": "serve.prediction_log_dir",
+    "ML_TIER": "mlflow.tier",
 }
 
 
@@ -86,6 +87,10 @@ class MlflowSettings(_Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "tag-classifier"
     registered_model: str = "tag-classifier"
+    # Which trust tier this process acts for (ml/access.py). It picks behaviour (the pr tier
+    # logs to pr_experiment and registers nothing); the MLflow credentials are what enforce it.
+    tier: Literal["pr", "trusted", "production"] = "trusted"
+    pr_experiment: str = Field("", description="the pr tier's experiment; empty: <experiment>-pr")
 
 
 class RaySettings(_Section):
@@ -239,8 +244,12 @@ class ServeSettings(_Section):
     max_body_bytes: int = Field(2_000_000, ge=1)
     log_text: bool = True
     prediction_log_dir: str = "logs/predictions"
+    auth: bool = Field(
+        True,
+        description="require a bearer token; on, deploying without one in auth_token_env fails",
+    )
     auth_token_env: str = Field(
-        "ML_SERVE_TOKEN", description="env var holding the bearer token; unset: no auth"
+        "ML_SERVE_TOKEN", description="env var holding the bearer token (read at deploy time)"
     )
 
     @field_validator("route_prefix")
@@ -367,6 +376,9 @@ def load_settings(
         if value:
             _set_dotted(raw, dotted, value)
             provenance[dotted] = f"env {var}"
+    from ml.access import apply_tier
+
+    apply_tier(raw, provenance)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ml.access import AccessError
 from ml.config import ConfigError
 from ml.data.ingest import IngestError
 from ml.data.split import SplitError
@@ -35,6 +36,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     MonitorError,
     RetrainError,
     RegistryError,
+    AccessError,
     ReleaseError,
     ReportError,
     ModelLoadError,

@@ -24,6 +24,7 @@ from ml.io import write_json
 
 # Float noise must not turn "exactly at the tolerance" into a failure.
 EPSILON = 1e-9
+UNREGISTERED = "unregistered"  # ml.registry.UNREGISTERED, without importing mlflow here
 
 
 class GateError(RuntimeError):
@@ -165,7 +166,9 @@ def gate(
     """Evaluate challenger and champion on the holdout, decide, write the report, tag the version.
 
     `challenger`/`champion` are registry version numbers; by default the `challenger` and
-    `champion` aliases. No champion alias means the floors apply.
+    `champion` aliases. No champion alias means the floors apply. In the pr tier the default
+    challenger is the PR run's model that reports/registry.json describes (never registered),
+    and only the report is written: no version is tagged.
     """
     from ml.evaluate.evaluate import (
         behavioural_spec,
@@ -185,8 +188,11 @@ def gate(
 
     registry = client(settings)
     name = settings.mlflow.registered_model
+    unregistered = _unregistered_challenger(settings) if challenger is None else None
     try:
-        if challenger is None:
+        if unregistered is not None:
+            found = None
+        elif challenger is None:
             found = alias_version(registry, name, CHALLENGER)
             if found is None:
                 raise GateError(f"{name} has no {CHALLENGER}; run `ml registry register` first")
@@ -200,16 +206,21 @@ def gate(
         )
     except RegistryError as exc:
         raise GateError(str(exc)) from exc
-    challenger_version = str(challenger_mv.version)
+    challenger_version = str(challenger_mv.version) if challenger_mv else UNREGISTERED
     champion_version = str(champion_mv.version) if champion_mv else None
+    challenger_uri = (unregistered or {}).get("model_uri")
+    uris = {
+        "challenger": challenger_uri or f"models:/{name}/{challenger_version}",
+        "champion": f"models:/{name}/{champion_version}" if champion_version else None,
+    }
 
     holdout = read_holdout(settings)
     cases = behavioural_spec(settings)
     evaluations: dict[str, dict[str, Any]] = {}
-    for role, version in (("challenger", challenger_version), ("champion", champion_version)):
-        if version is None:
+    for role, uri in uris.items():
+        if uri is None:
             continue
-        predictor = load_registry_model(f"models:/{name}/{version}")
+        predictor = load_registry_model(uri)
         evaluation, _ = evaluate_predictor(predictor, holdout, settings, cases)
         evaluations[role] = evaluation
 
@@ -236,7 +247,10 @@ def gate(
         "decided_at": utc_now(),
         "registered_model": name,
         "thresholds": settings.gate.model_dump(exclude={"report"}),
-        "challenger": {**(describe(challenger_mv) or {}), **_headline(evaluations["challenger"])},
+        "challenger": {
+            **(describe(challenger_mv) or _describe_unregistered(unregistered)),
+            **_headline(evaluations["challenger"]),
+        },
         "champion": (
             {**(describe(champion_mv) or {}), **_headline(evaluations["champion"])}
             if champion_mv
@@ -250,11 +264,35 @@ def gate(
     }
     report_path = settings.path(settings.gate.report)
     write_json(report_path, report)
-    if challenger_version != champion_version:
+    if unregistered is None and challenger_version != champion_version:
         record_gate(
             settings, challenger_version, decision.passed, champion_version, decision.summary()
         )
     return GateResult(decision, challenger_version, champion_version, report_path)
+
+
+def _unregistered_challenger(settings: Settings) -> dict[str, Any] | None:
+    """The pr tier's challenger: reports/registry.json of a run `register` did not register."""
+    from ml.registry import REGISTRY_REPORT
+
+    if settings.mlflow.tier != "pr":
+        return None
+    path = settings.path(REGISTRY_REPORT)
+    report = json.loads(path.read_text()) if path.is_file() else {}
+    if report.get("registered") is not False or not report.get("model_uri"):
+        raise GateError(f"{path} describes no PR-run model; run `ml registry register` first")
+    return report
+
+
+def _describe_unregistered(report: dict[str, Any] | None) -> dict[str, Any]:
+    report = report or {}
+    return {
+        "version": UNREGISTERED,
+        "model_uri": report.get("model_uri", ""),
+        "run_id": report.get("run_id", ""),
+        "aliases": [],
+        "git_sha": report.get("tags", {}).get("git_sha", ""),
+    }
 
 
 def check_report(settings: Settings) -> dict[str, Any]:

@@ -8,6 +8,10 @@ walk further back.
 
 A version can only become champion when `ml gate` passed it against the current champion
 (`gate.status` = passed); `--force` overrides, and the override is recorded with its reason.
+
+In the pr tier (ml/access.py) nothing is written here: `register` describes the PR run's model
+as an unregistered challenger in reports/registry.json and the gate evaluates it from its run.
+A PR's model is evidence for its comment, never a release candidate.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ml.access import PR, permission_errors
 from ml.config import Settings
 from ml.io import sha256_file, write_json
 
@@ -39,6 +44,7 @@ PREVIOUS_CHAMPION_TAG = "champion.previous_version"
 GATE_STATUS_TAG = "gate.status"
 GATE_CHAMPION_TAG = "gate.champion_version"
 NO_CHAMPION = "none"
+UNREGISTERED = "unregistered"  # the version field of a pr-tier challenger
 # MLflow caps tag values (5000 characters on SQL stores); keep free text well inside that.
 MAX_TAG_CHARS = 4000
 
@@ -189,11 +195,11 @@ class Registered:
     run_id: str
     model_uri: str
     created: bool  # False when this run was already registered (dvc run-cache restore, rerun)
+    registered: bool = True  # False in the pr tier: described in the report, not registered
 
 
-def register(settings: Settings) -> Registered:
-    """Register the model of the last `ml train` run (reports/train.json) as a new version with
-    provenance and headline-metric tags, and point `challenger` at it. Idempotent per run."""
+def _candidate(settings: Settings) -> tuple[str, str, dict[str, str]]:
+    """(model_uri, run_id, tags) of the last `ml train` run's model."""
     from ml.evaluate.metrics import HEADLINE
 
     train = _read_json(settings.path(TRAIN_REPORT), "run `ml train` first")
@@ -201,14 +207,50 @@ def register(settings: Settings) -> Registered:
     model_uri, run_id = train.get("model_uri"), train.get("run_id")
     if not model_uri or not run_id:
         raise RegistryError(f"{TRAIN_REPORT} lacks model_uri/run_id; rerun `ml train`")
-    name = settings.mlflow.registered_model
-    registry = client(settings)
-    existing = registry.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     tags = {
         **provenance_tags(settings),
         "run_id": run_id,
+        "tier": settings.mlflow.tier,
+        # The authenticated identity (what the server checked), else who ran it locally.
+        "registered_by": os.environ.get("MLFLOW_TRACKING_USERNAME") or actor(),
         **{f"metric.{k}": f"{metrics[k]:.6f}" for k in HEADLINE if k in metrics},
     }
+    return model_uri, run_id, tags
+
+
+def _describe_unregistered(settings: Settings) -> Registered:
+    """The pr tier's register: the run's model as the challenger, with nothing written to the
+    registry (the PR identity cannot, and a PR's model must never become a release candidate)."""
+    model_uri, run_id, tags = _candidate(settings)
+    name = settings.mlflow.registered_model
+    write_json(
+        settings.path(REGISTRY_REPORT),
+        {
+            "name": name,
+            "version": UNREGISTERED,
+            "registered": False,
+            "tier": PR,
+            "model_uri": model_uri,
+            "source_uri": model_uri,
+            "run_id": run_id,
+            "tracking_uri": _redact(tracking_uri(settings)),
+            "tags": tags,
+        },
+    )
+    return Registered(name, UNREGISTERED, run_id, model_uri, created=False, registered=False)
+
+
+@permission_errors("register a model version")
+def register(settings: Settings) -> Registered:
+    """Register the model of the last `ml train` run (reports/train.json) as a new version with
+    provenance and headline-metric tags, and point `challenger` at it. Idempotent per run.
+    In the pr tier only reports/registry.json is written (see the module docstring)."""
+    if settings.mlflow.tier == PR:
+        return _describe_unregistered(settings)
+    model_uri, run_id, tags = _candidate(settings)
+    name = settings.mlflow.registered_model
+    registry = client(settings)
+    existing = registry.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     if existing:
         version, created = max(existing, key=lambda v: int(v.version)), False
     else:
@@ -218,6 +260,8 @@ def register(settings: Settings) -> Registered:
         try:
             version = mlflow.register_model(model_uri, name, tags=tags)
         except MlflowException as exc:
+            if exc.error_code in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+                raise  # permission_errors names the identity and the fix
             raise RegistryError(f"cannot register {model_uri} as {name}: {exc.message}") from exc
         created = True
     for key, value in tags.items():
@@ -240,6 +284,8 @@ def register(settings: Settings) -> Registered:
         {
             "name": name,
             "version": result.version,
+            "registered": True,
+            "tier": settings.mlflow.tier,
             "model_uri": f"models:/{name}/{result.version}",
             "source_uri": model_uri,
             "run_id": run_id,
@@ -255,6 +301,7 @@ def _redact(uri: str) -> str:
     return re.sub(r"//[^/@]+@", "//", uri)
 
 
+@permission_errors("record the gate decision on a model version")
 def record_gate(
     settings: Settings, version: str, passed: bool, champion_version: str | None, summary: str
 ) -> None:
@@ -278,6 +325,7 @@ class AliasMove:
     forced: bool = False
 
 
+@permission_errors(f"move the {CHAMPION} alias")
 def promote(settings: Settings, version: str | None, reason: str, force: bool = False) -> AliasMove:
     """Point `champion` at `version` (default: the challenger). Refuses a version that did not
     pass the gate against the current champion, unless `force` (recorded with the reason)."""
@@ -337,6 +385,7 @@ def promote(settings: Settings, version: str | None, reason: str, force: bool = 
     return AliasMove(name, str(target.version), current_version, bool(problem and force))
 
 
+@permission_errors(f"move the {CHAMPION} alias back")
 def rollback(settings: Settings, reason: str) -> AliasMove:
     """Point `champion` back at the version it replaced."""
     if not reason.strip():

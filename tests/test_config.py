@@ -17,10 +17,21 @@ def test_repo_params_load_with_defaults():
 
 @pytest.mark.parametrize("var", sorted(ENV_OVERRIDES))
 def test_environment_overrides(var):
-    settings = load_settings(REPO_ROOT / "params.yaml", environ={var: "override-value"})
+    value = {"ML_TIER": "production"}.get(var, "override-value")  # a tier is one of three
+    settings = load_settings(REPO_ROOT / "params.yaml", environ={var: value})
     section, key = ENV_OVERRIDES[var].split(".")
-    assert getattr(getattr(settings, section), key) == "override-value"
+    assert getattr(getattr(settings, section), key) == value
     assert settings.provenance[ENV_OVERRIDES[var]] == f"env {var}"
+
+
+def test_the_pr_tier_logs_to_the_pr_experiment_and_says_so():
+    trusted = load_settings(REPO_ROOT / "params.yaml", environ={})
+    pr = load_settings(REPO_ROOT / "params.yaml", environ={"ML_TIER": "pr"})
+    assert trusted.mlflow.experiment == "tag-classifier"
+    assert pr.mlflow.experiment == pr.mlflow.pr_experiment == "tag-classifier-pr"
+    assert pr.provenance["mlflow.experiment"].startswith("tier pr")
+    with pytest.raises(ConfigError, match=r"mlflow\.tier"):
+        load_settings(REPO_ROOT / "params.yaml", environ={"ML_TIER": "admin"})
 
 
 def test_medical_abstracts_runs_by_configuration_only():
