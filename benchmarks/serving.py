@@ -242,7 +242,7 @@ def bench_ray_serve(name: str, tracking_uri: str, texts: list[str], args, **over
             prediction_log_dir=tempfile.mkdtemp(prefix="bench-predictions-"),
             num_cpus_per_replica=cpus,
             num_gpus_per_replica=1 if args.gpu else 0,
-            auth_token_env="ML_BENCH_NO_TOKEN",
+            auth=False,
             torch_threads=args.torch_threads,
             **overrides,
         )

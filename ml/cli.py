@@ -509,12 +509,22 @@ def serve_cmd(
             "Serve's throughput profile); default: serve.ingress",
         ),
     ] = None,
+    auth: Annotated[
+        bool | None,
+        typer.Option(
+            "--auth/--no-auth",
+            help="require the bearer token in $ML_SERVE_TOKEN (serve.auth_token_env); "
+            "--no-auth serves without one. Default: serve.auth (on)",
+        ),
+    ] = None,
 ) -> None:
     """Serve the model over HTTP with Ray Serve (POST /predict, GET /healthz, /model, /metrics)
-    until Ctrl-C; every prediction goes to the prediction log."""
+    until Ctrl-C or SIGTERM (then exits 0 once requests in flight are answered and the
+    prediction log is flushed); every prediction goes to the prediction log."""
     import functools
     import time
 
+    from ml.serve.auth import AuthConfigError
     from ml.serve.loader import ModelLoadError
 
     cfg = settings()
@@ -527,16 +537,18 @@ def serve_cmd(
         overrides["ingress"] = ingress
     if runtime is not None:
         overrides["runtime"] = runtime
-    from ray import serve as ray_serve
+    if auth is not None:
+        overrides["auth"] = auth
+    from ml.serve.app import IngressError, start_local, stop_local
 
-    from ml.serve.app import IngressError, start_local
-
-    # Ctrl-C at any point (even while the app is still deploying) shuts Serve down gracefully:
-    # replicas run __del__, which flushes the prediction log.
+    # Ctrl-C or SIGTERM at any point (even while the app is still deploying) shuts Serve down
+    # gracefully: replicas finish what they hold and run __del__, which flushes the prediction
+    # log; then Ray itself stops, so none of its processes outlives this command.
+    start = functools.partial(start_local, sigterm_stops=True, **overrides)
     try:
         try:
-            url = run_stage(functools.partial(start_local, **overrides), cfg, host, port)
-        except (ModelLoadError, IngressError, RuntimeError) as exc:
+            url = run_stage(start, cfg, host, port)
+        except (ModelLoadError, IngressError, AuthConfigError, RuntimeError) as exc:
             raise fail(f"cannot start serving: {exc}") from exc
         typer.secho(f"serving at {url}  (POST {url}/predict; Ctrl-C stops)", fg=typer.colors.GREEN)
         while True:
@@ -544,7 +556,7 @@ def serve_cmd(
     except KeyboardInterrupt:
         typer.echo("stopping: flushing the prediction log")
     finally:
-        ray_serve.shutdown()
+        stop_local(cfg)
 
 
 @app.command("predict")

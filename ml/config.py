@@ -244,8 +244,12 @@ class ServeSettings(_Section):
     max_body_bytes: int = Field(2_000_000, ge=1)
     log_text: bool = True
     prediction_log_dir: str = "logs/predictions"
+    auth: bool = Field(
+        True,
+        description="require a bearer token; on, deploying without one in auth_token_env fails",
+    )
     auth_token_env: str = Field(
-        "ML_SERVE_TOKEN", description="env var holding the bearer token; unset: no auth"
+        "ML_SERVE_TOKEN", description="env var holding the bearer token (read at deploy time)"
     )
 
     @field_validator("route_prefix")

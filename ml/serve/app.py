@@ -18,12 +18,15 @@ The model is chosen by `user_config` (`model_uri`, `quantize`, `runtime`): chang
 one and swap it in one assignment, so requests in flight finish on the old model and none fail.
 
 Builder for `serve run` / `serve deploy`: `ml.serve.app:build_app` (deploy/serve_config.yaml).
+
+No request can hurt another: every input is validated before it joins a batch (schemas.py), a
+batch whose model call still fails is split until only the offending text fails (isolate.py),
+and auth fails closed (auth.py).
 """
 
 # No `from __future__ import annotations`: FastAPI (through serve.ingress) must see real
 # annotations on the route methods, or it takes `request: Request` for a query parameter.
 import asyncio
-import hmac
 import logging
 import os
 import time
@@ -37,6 +40,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from ray import serve
 
+from ml.serve.auth import AuthConfigError, check_bearer, deploy_token_digest
+from ml.serve.isolate import ItemFailed, call_isolated
 from ml.serve.prediction_log import PredictionLogWriter, make_record
 from ml.serve.schemas import Limits, ModelResponse, PredictResponse, RequestError, parse_request
 
@@ -103,7 +108,25 @@ def _set_torch_threads(threads: int) -> None:
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+    # A reason may quote the request (a key holding a lone surrogate), which UTF-8 cannot encode:
+    # escape it, or answering the 4xx would itself fail with a 500.
+    safe = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return JSONResponse({"detail": safe}, status_code=status, headers=headers)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, read only up to `limit` bytes (a chunked body declares no length)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class _Metrics:
@@ -149,9 +172,14 @@ class TagClassifier:
         self.limits = Limits(**config.get("limits", {}))
         self.device: str | None = config.get("device")  # None: cuda when Ray gave it a GPU
         self.torch_threads: int = int(config.get("torch_threads") or _assigned_cpus())
-        token_env = config.get("auth_token_env") or ""
-        # The token itself only ever comes from the environment (a Kubernetes secret, a shell).
-        self.token: str | None = (os.environ.get(token_env) or None) if token_env else None
+        # Fail closed: a config without the auth keys (not built by `build`) requires a token.
+        self.auth_required = bool(config.get("auth", True))
+        self.token_sha256: str | None = config.get("auth_token_sha256")
+        if self.auth_required and not self.token_sha256:
+            raise AuthConfigError(
+                "auth is required but this replica got no token digest; deploy with "
+                "ml.serve.app.build (or build_app), which reads the token at deploy time"
+            )
         self.log_text = True
         self.inference_batch_size = 16
         self.loaded: Loaded | None = None
@@ -220,23 +248,34 @@ class TagClassifier:
     # ---- inference ---------------------------------------------------------------------------
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def _predict_batch(self, texts: list[str]) -> "list[tuple[np.ndarray, Loaded]]":
+    async def _predict_batch(
+        self, texts: list[str]
+    ) -> "list[tuple[np.ndarray, Loaded] | ItemFailed]":
         loaded = self.loaded
         assert loaded is not None  # reconfigure ran before any request is routed here
         self.metrics.batch_size.observe(len(texts))
-        # In a thread: the loop keeps queueing the next batch while this one computes.
-        probabilities = await asyncio.get_running_loop().run_in_executor(
-            self._inference, loaded.classifier.predict_proba, texts, self.inference_batch_size
-        )
-        return [(row, loaded) for row in probabilities]
+
+        async def call(part: list[str]) -> "np.ndarray":
+            # In a thread: the loop keeps queueing the next batch while this one computes.
+            return await asyncio.get_running_loop().run_in_executor(
+                self._inference, loaded.classifier.predict_proba, part, self.inference_batch_size
+            )
+
+        results = await call_isolated(call, texts)
+        failures = [r for r in results if isinstance(r, ItemFailed)]
+        if failures:
+            # The error type only: the text may be private (serve.log_text).
+            logger.warning(
+                "model call failed on %d of %d texts (%s); the rest were answered",
+                len(failures),
+                len(texts),
+                type(failures[0].error).__name__,
+            )
+        return [r if isinstance(r, ItemFailed) else (r, loaded) for r in results]
 
     def _authorized(self, request: Request) -> bool:
-        if not self.token:
-            return True
-        header = request.headers.get("authorization", "")
-        scheme, _, supplied = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            supplied.strip().encode(), self.token.encode()
+        return check_bearer(
+            request.headers.get("authorization", ""), self.auth_required, self.token_sha256
         )
 
     @api.post("/predict", response_model=PredictResponse)
@@ -256,7 +295,7 @@ class TagClassifier:
         if "json" not in content_type.lower():
             return _error(415, f"content-type must be application/json, got {content_type!r}")
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.limits.max_body_bytes:
+        if declared.isascii() and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
             return _error(
                 413, f"request body is {declared} bytes; limit {self.limits.max_body_bytes}"
             )
@@ -265,14 +304,20 @@ class TagClassifier:
             return _error(503, "model not loaded yet")
         try:
             texts, is_batch = parse_request(
-                await request.body(),
+                await _read_body(request, self.limits.max_body_bytes),
                 self.limits,
                 loaded.classifier.meta.get("text_columns") or ("title", "description"),
             )
         except RequestError as exc:
             return _error(exc.status, exc.message)
+        except _BodyTooLarge as exc:
+            return _error(413, str(exc))
 
         results = await asyncio.gather(*(self._predict_batch(t) for t in texts))
+        for i, result in enumerate(results):
+            if isinstance(result, ItemFailed):
+                where = f"item {i}" if is_batch else "text"
+                return _error(result.status, f"{where} {result.reason()}")
         latency_ms = (time.perf_counter() - started) * 1000
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         predictions = []
@@ -389,7 +434,10 @@ def replica_config(settings: "Settings") -> dict[str, Any]:
     return {
         "tracking_uri": tracking_uri(settings),
         "prediction_log_dir": str(Path(log_dir).resolve()),
-        "auth_token_env": s.auth_token_env,
+        # The token's digest, not the token (ml/serve/auth.py); raises when auth is on and the
+        # token variable is unset or empty, so nothing deploys that would serve everyone.
+        "auth": s.auth,
+        "auth_token_sha256": deploy_token_digest(settings),
         # 0: the replica's own CPU reservation; device None: cuda when Ray assigned a GPU (Ray
         # hides the GPUs of other actors), so a `num_gpus` override in a Serve config suffices.
         "torch_threads": s.torch_threads,
@@ -474,14 +522,58 @@ def _free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
+def sigterm_as_keyboard_interrupt() -> None:
+    """From now on SIGTERM (systemd, Docker, Kubernetes) takes the Ctrl-C path of `ml serve`.
+
+    ray.init installs its own SIGTERM handler in the driver, which exits at once: no graceful
+    Serve shutdown (requests in flight cut, prediction log not flushed) and Ray's agents left
+    behind as orphans. Call it after Ray is up, from the main thread."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def stop_local(settings: "Settings") -> None:
+    """Stop what start_local started, answering requests in flight first.
+
+    serve.shutdown() alone stops the HTTP proxy while replicas still hold requests, which
+    then lose their answers; deleting the app first lets the replicas drain (up to
+    graceful_shutdown_timeout_s) with the proxy still up. Then Serve, and a Ray that this
+    process started (with its daemons and agents), stop."""
+    import ray
+
+    if not ray.is_initialized():
+        return
+    try:
+        serve.delete(settings.serve.app_name)
+    except Exception as exc:  # never deployed, or Serve already gone: nothing to drain
+        logger.warning("serve.delete(%s): %s", settings.serve.app_name, exc)
+    serve.shutdown()
+    ray.shutdown()
+
+
 def start_local(
-    settings: "Settings", host: str | None = None, port: int | None = None, **overrides: Any
+    settings: "Settings",
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    sigterm_stops: bool = False,
+    **overrides: Any,
 ) -> str:
     """Start (or join) Ray, start Serve's HTTP proxy and deploy the app; returns the base URL.
 
     With `ray.address` unset this is a local Ray instance on this machine (embedded defaults);
     with RAY_ADDRESS it deploys to that cluster. With serve.ingress `direct` the replica itself
-    listens on the port and Serve's proxy moves to a free port on the same host.
+    listens on the port and Serve's proxy moves to a free port on the same host. The app is
+    built (settings checked, auth token read) before Ray starts, so a refusal starts nothing.
+    `sigterm_stops`: SIGTERM raises KeyboardInterrupt once Ray is up (`ml serve` catches it).
     """
     from ml.serve import init_ray
 
@@ -491,6 +583,7 @@ def start_local(
         )
     s = settings.serve
     host, port = host or s.host, port or s.port
+    application = build(settings)
     logging_config = None
     proxy_port = port
     if s.ingress == "direct":
@@ -501,9 +594,11 @@ def start_local(
         # costs the one replica CPU it needs for the model.
         logging_config = {"enable_access_log": False}
     init_ray(settings.ray.address, logging_level=logging.WARNING)
+    if sigterm_stops:
+        sigterm_as_keyboard_interrupt()
     serve.start(http_options={"host": host, "port": proxy_port})
     serve.run(
-        build(settings),
+        application,
         name=s.app_name,
         route_prefix=s.route_prefix,
         logging_config=logging_config,

@@ -11,6 +11,12 @@ Records are joined exactly as training joined them (ml.data.text.combine_text: f
 model's text-column order, missing ones empty, whitespace collapsed). Types are strict (a number is
 not a text), unknown keys are refused, and the limits (characters per text, items per request,
 body bytes) come from params.yaml `serve`. Every refusal names the problem.
+
+Everything a model call could choke on is refused here, per request, before a text joins the
+shared `@serve.batch` call: a bad text must fail only the request that sent it. JSON nesting is
+measured before parsing (Python's parser recurses, and a deep body would raise RecursionError),
+and a text must be encodable as UTF-8 (a JSON `\\ud800` escape decodes to a lone surrogate,
+which the tokenizer rejects with a TypeError for the whole batch).
 """
 
 from __future__ import annotations
@@ -24,6 +30,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
 
 _WHITESPACE = re.compile(r"\s+")
+# A JSON string literal (escapes included), so brackets inside texts are not counted as nesting.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Nesting step of each byte: +1 for [ and {, -1 for ] and }, 0 for everything else.
+_DEPTH_STEP = [0] * 256
+_DEPTH_STEP[ord("[")] = _DEPTH_STEP[ord("{")] = 1
+_DEPTH_STEP[ord("]")] = _DEPTH_STEP[ord("}")] = -1
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class RequestError(ValueError):
@@ -40,6 +54,8 @@ class Limits:
     max_text_chars: int = 10000
     max_batch_items: int = 256
     max_body_bytes: int = 2_000_000
+    # The deepest valid request is 3 levels ({"records": [{...}]}); the slack is for clients.
+    max_json_depth: int = 16
 
 
 class _Strict(BaseModel):
@@ -130,6 +146,46 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def json_depth(body: bytes) -> int:
+    """How deeply the arrays and objects of a JSON document nest, without parsing it.
+
+    Linear in the body and never recursive, so it is safe on any input; on invalid JSON the
+    number is only an estimate (parsing then refuses the body anyway)."""
+    from itertools import accumulate
+
+    openers = body.count(b"[") + body.count(b"{")
+    if openers <= 1:
+        return openers
+    skeleton = _JSON_STRING.sub(b"", body)
+    brackets = skeleton.translate(None, _NOT_BRACKETS)
+    return max(accumulate(_DEPTH_STEP[b] for b in brackets), default=0)
+
+
+def _unencodable(text: str) -> str | None:
+    """Why `text` cannot be encoded as UTF-8 (a lone surrogate), or None when it can."""
+    match = _SURROGATE.search(text)
+    if match is None:
+        return None
+    return (
+        f"holds an unpaired surrogate U+{ord(match.group()):04X} at character {match.start()}; "
+        "send valid Unicode (a JSON \\uD800-\\uDFFF escape must be half of a pair)"
+    )
+
+
+def _load_json(body: bytes, limits: Limits) -> Any:
+    depth = json_depth(body)
+    if depth > limits.max_json_depth:
+        raise RequestError(
+            400, f"request JSON nests {depth} levels deep; limit {limits.max_json_depth}"
+        )
+    try:
+        return json.loads(body)
+    except RecursionError as exc:  # a depth the estimate missed; never a 500
+        raise RequestError(400, "request JSON nests too deeply") from exc
+    except ValueError as exc:  # bad JSON, bad UTF-8, an integer of more than 4300 digits
+        raise RequestError(400, f"request body is not valid JSON: {exc}") from exc
+
+
 def parse_request(
     body: bytes, limits: Limits, text_columns: Sequence[str] = ("title", "description")
 ) -> tuple[list[str], bool]:
@@ -138,10 +194,7 @@ def parse_request(
         raise RequestError(413, f"request body is {len(body)} bytes; limit {limits.max_body_bytes}")
     if not body.strip():
         raise RequestError(400, 'empty request body; send a JSON object such as {"text": "..."}')
-    try:
-        payload: Any = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"request body is not valid JSON: {exc}") from exc
+    payload = _load_json(body, limits)
     if not isinstance(payload, dict):
         raise RequestError(
             422, f"request body must be a JSON object, got a JSON {type(payload).__name__}"
@@ -177,4 +230,7 @@ def parse_request(
             raise RequestError(
                 413, f"{where} has {len(text)} characters; limit {limits.max_text_chars}"
             )
+        reason = _unencodable(text)
+        if reason:
+            raise RequestError(422, f"{where} {reason}")
     return texts, request.is_batch

@@ -12,11 +12,14 @@ import os
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import REPO_ROOT, cli_env, run_ml, shared_data_dir
 from tests.serve.conftest import GIT_SHA, MODEL_NAME, free_port, register_versions
@@ -135,6 +138,9 @@ def test_health_model_and_metrics(stack):
     assert "ml_serve_batch_size_bucket" in metrics
 
 
+# A JSON body nested 5,000 levels deep: Python's parser recurses, so unchecked it is a 500.
+DEEP_BODY = b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+
 MALFORMED = {
     "empty body": (b"", "application/json", 400),
     "not json": (b"{'text': 'single quotes'}", "application/json", 400),
@@ -157,6 +163,11 @@ MALFORMED = {
     "body too large": (json.dumps({"text": "y" * 300_000}).encode(), "application/json", 413),
     "form encoded": (b"text=hello", "application/x-www-form-urlencoded", 415),
     "invalid utf-8": (b'{"text": "\xff\xfe"}', "application/json", 400),
+    "lone surrogate": (b'{"text": "\\ud800 abc"}', "application/json", 422),
+    "surrogate in a record": (b'{"records": [{"title": "\\udfff"}]}', "application/json", 422),
+    "surrogate in a key": (b'{"\\ud800": "x"}', "application/json", 422),
+    "5000-level json": (DEEP_BODY, "application/json", 400),
+    "4301-digit integer": (b'{"text": ' + b"7" * 4301 + b"}", "application/json", 400),
 }
 
 
@@ -196,6 +207,71 @@ def test_bearer_token_auth(stack):
     assert requests.get(f"{url}/model", timeout=30).status_code == 401
     assert _post(url, payload).status_code == 200
     assert requests.get(f"{url}/healthz", timeout=30).status_code == 200  # probes need no token
+
+
+def _send(url: str, body: bytes) -> requests.Response:
+    headers = {**_auth(), "Content-Type": "application/json"}
+    return requests.post(f"{url}/predict", data=body, headers=headers, timeout=120)
+
+
+def _together(url: str, good: list[dict], bad: list[bytes]) -> tuple[list, list]:
+    """Send every request at once (a barrier), so the bad ones share batches with the good."""
+    barrier = threading.Barrier(len(good) + len(bad))
+
+    def send(job):
+        barrier.wait()
+        return _post(url, job) if isinstance(job, dict) else _send(url, job)
+
+    with ThreadPoolExecutor(len(good) + len(bad)) as pool:
+        answers = list(pool.map(send, [*good, *bad]))
+    return answers[: len(good)], answers[len(good) :]
+
+
+def test_bad_requests_fail_alone_beside_32_good_ones(stack):
+    """32 concurrent good requests beside one lone-surrogate text and one 5,000-level body:
+    every good one is answered, the bad ones get a 4xx. (Before inputs were checked ahead of
+    batching, the surrogate's TypeError failed the whole batch: 8-12 good requests got 500.)"""
+    good = [{"text": f"pytorch models for image segmentation, request {i}"} for i in range(32)]
+    for _ in range(3):  # each round gathers different batches
+        answers, (surrogate, deep) = _together(
+            stack["url"], good, [b'{"text": "\\ud800 abc"}', DEEP_BODY]
+        )
+        assert [a.status_code for a in answers] == [200] * 32, [a.text for a in answers][:3]
+        assert surrogate.status_code == 422 and "surrogate" in surrogate.json()["detail"]
+        assert deep.status_code == 400 and "deep" in deep.json()["detail"]
+
+
+def _texts(chars, **size):
+    # st.text never yields surrogates (unencodable); joining characters does.
+    return st.lists(chars, **size).map("".join)
+
+
+_char = st.one_of(st.characters(exclude_categories=()), st.characters(categories=["Cs"]))
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _texts(_char, max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(_texts(_char, max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_bodies = st.one_of(
+    _json.map(lambda v: json.dumps(v).encode()),
+    _texts(_char, min_size=1, max_size=60).map(lambda t: json.dumps({"text": t}).encode()),
+    st.lists(_texts(_char, min_size=1, max_size=30), min_size=1, max_size=4).map(
+        lambda ts: json.dumps({"texts": ts}).encode()
+    ),
+    st.binary(max_size=80),
+)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=_bodies)
+def test_arbitrary_json_and_unicode_never_hurt_good_requests(stack, body):
+    """Whatever one client sends, it gets no 5xx, and the good requests beside it all get 200."""
+    good = [{"text": f"transformers for named entity recognition {i}"} for i in range(4)]
+    answers, (odd,) = _together(stack["url"], good, [body])
+    assert odd.status_code < 500, (body[:200], odd.text)
+    assert [a.status_code for a in answers] == [200] * 4
 
 
 def _wait_for_records(log_dir: Path, request_ids: set[str], timeout: float = 30.0):

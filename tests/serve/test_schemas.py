@@ -52,3 +52,84 @@ def test_refusals_name_the_problem(payload, status, words):
     with pytest.raises(RequestError) as info:
         _parse(payload)
     assert info.value.status == status and words in info.value.message
+
+
+# ---- what must never reach a shared batch -------------------------------------------------------
+
+
+# Any code point, lone surrogates included (JSON's "\ud800" escape decodes to one).
+def _texts(chars, **size):
+    # st.text never yields surrogates (unencodable); joining characters does.
+    return st.lists(chars, **size).map("".join)
+
+
+any_char = st.one_of(st.characters(exclude_categories=()), st.characters(categories=["Cs"]))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _texts(any_char, max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(_texts(any_char, max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+request_shapes = st.one_of(
+    json_values,
+    st.fixed_dictionaries({"text": json_values}),
+    st.fixed_dictionaries({"texts": st.lists(_texts(any_char, max_size=20), max_size=4)}),
+    st.fixed_dictionaries(
+        {"records": st.lists(st.fixed_dictionaries({"title": _texts(any_char, max_size=20)}))}
+    ),
+)
+
+
+@given(payload=request_shapes)
+def test_any_json_is_parsed_or_refused_with_a_4xx(payload):
+    """Whatever the JSON, parsing refuses it with a 4xx or returns texts the tokenizer can take
+    (encodable as UTF-8); nothing else escapes, so nothing bad joins a batch."""
+    body = json.dumps(payload).encode()  # ensure_ascii: lone surrogates become \\udXXX escapes
+    try:
+        texts, _ = parse_request(body, Limits())
+    except RequestError as exc:
+        assert 400 <= exc.status < 500 and exc.message
+        return
+    for text in texts:
+        text.encode("utf-8")  # raises on a lone surrogate
+
+
+@given(body=st.binary(max_size=200))
+def test_any_bytes_are_parsed_or_refused_with_a_4xx(body):
+    try:
+        parse_request(body, Limits())
+    except RequestError as exc:
+        assert 400 <= exc.status < 500
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        (b'{"text": "\\ud800 abc"}', 422, "unpaired surrogate U+D800 at character 0"),
+        (b'{"texts": ["ok", "x\\udfff"]}', 422, "item 1 holds an unpaired surrogate"),
+        (b'{"records": [{"title": "\\udc00"}]}', 422, "item 0 holds an unpaired surrogate"),
+        (b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "nests 5001 levels deep"),
+        (b"[" * 100_000, 400, "limit 16"),
+        (b'{"text": ' + b"1" * 5000 + b"}", 400, "not valid JSON"),
+    ],
+)
+def test_unencodable_and_deep_requests_are_refused(body, status, words):
+    with pytest.raises(RequestError) as info:
+        parse_request(body, Limits())
+    assert info.value.status == status and words in info.value.message
+
+
+def test_a_pair_of_surrogate_escapes_is_one_valid_character():
+    body = b'{"text": "smile \\ud83d\\ude00"}'
+    assert parse_request(body, Limits()) == (["smile \U0001f600"], False)
+
+
+def test_json_depth_ignores_brackets_inside_strings():
+    from ml.serve.schemas import json_depth
+
+    assert json_depth(b'{"text": "[[[[{{{{"}') == 1
+    assert json_depth(b'{"text": "a \\" [[[["}') == 1
+    assert json_depth(b'{"records": [{"title": "]]]"}]}') == 3
+    assert json_depth(b"[" * 5000 + b"]" * 5000) == 5000

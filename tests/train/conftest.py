@@ -26,6 +26,10 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         yield uri
 
 
+# A custom resource only the second node has.
+WORKER_RESOURCE = "second_node"
+
+
 @dataclass
 class RayCluster:
     gcs_address: str
@@ -96,7 +100,12 @@ def ray_cluster(tmp_path: Path) -> Iterator[RayCluster]:
             temp_dir,
         )
         # Its own temp dir: nodes sharing one would garbage-collect each other's runtime envs.
-        start(["--address", f"127.0.0.1:{gcs_port}"], "worker", worker_temp_dir)
+        # WORKER_RESOURCE lets a test pin actors to this node (serving auth across nodes).
+        start(
+            ["--address", f"127.0.0.1:{gcs_port}", "--resources", f'{{"{WORKER_RESOURCE}": 1}}'],
+            "worker",
+            worker_temp_dir,
+        )
         yield RayCluster(f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dashboard_port}", temp_dir)
     finally:
         end_sessions(sessions)
