@@ -40,6 +40,7 @@ TOKEN_ENV = "ML_RETRAIN_GITHUB_TOKEN"
 # not what that command alone produces from these params.
 STAGES = ("ingest", "validate", "split", "train", "evaluate")
 NO_RUN_CACHE = {"ingest"}
+DATA_STAGES = ("ingest", "validate", "split")
 COMMITTED_PATHS = ("dvc.lock",)
 DEFAULT_AUTHOR = ("ml-retrain", "ml-retrain@users.noreply.github.com")
 
@@ -217,17 +218,19 @@ def push_branch(root: Path, target: GitHubTarget, commit: str, branch: str) -> N
 # --- DVC --------------------------------------------------------------------------------------
 
 
-def record_data_version(root: Path, train_is_reproducible: bool) -> list[str]:
+def record_data_version(
+    root: Path, train_is_reproducible: bool, trained_here: bool = True
+) -> list[str]:
     """Commit the stages `ml retrain` ran to dvc.lock (and, where the outputs are what the
-    stage's command produces, to the run cache); stops at the first stage whose outputs are
-    missing (a reused version that was not trained here: the PR run trains it). Returns the
-    stages committed."""
+    stage's command produces, to the run cache). Without `trained_here` (a registered version
+    was reused) only the data stages: a model left in the workspace may be from other data; the
+    PR run trains. Stops at the first stage whose outputs are missing. Returns those committed."""
     from dvc.repo import Repo
 
     committed: list[str] = []
     # DVC's stage code resolves paths against the cwd (its CLI changes into the repo first).
     with contextlib.chdir(root), Repo(".") as repo, repo.lock:
-        for name in STAGES:
+        for name in STAGES if trained_here else DATA_STAGES:
             (stage,) = repo.stage.collect(name)
             if not all(out.exists for out in stage.outs):
                 break
@@ -279,6 +282,7 @@ def propose(
     title: str,
     body: str,
     train_is_reproducible: bool,
+    trained_here: bool = True,
 ) -> PullRequestOutcome:
     """Open the retrain PR once per branch; see the module doc."""
     open_pulls = find_pulls(target, branch, "open")
@@ -297,11 +301,11 @@ def propose(
                 False,
                 branch,
                 pushed,
-                f"pull request {url} for this data was closed: not opened again",
+                f"pull request {url} for this data was closed or merged: not opened again",
             )
         commit = pushed  # pushed by an earlier run whose PR call failed: open it now
     else:
-        stages = record_data_version(root, train_is_reproducible)
+        stages = record_data_version(root, train_is_reproducible, trained_here)
         push_data_version(root, stages)
         commit = commit_paths(root, COMMITTED_PATHS, f"{title}\n\n{_commit_note(stages)}")
         if commit is None:

@@ -308,7 +308,7 @@ def retrain(settings: Settings, max_rows: int | None = None) -> RetrainResult:
         title = f"Retrain {settings.mlflow.registered_model}: v{version} on data {data_sha[:12]}"
         # A model trained on capped rows is not what `ml train` makes from these params: it
         # goes in dvc.lock for this PR, never into the run cache others restore.
-        outcome = propose(settings.root, target, branch, title, body, max_rows is None)
+        outcome = propose(settings.root, target, branch, title, body, max_rows is None, created)
         pr_url, message = outcome.url, outcome.message
         action = "pr_opened" if outcome.created else "pr_exists" if pr_url else "none"
         steps.append(f"branch {branch}" + (f" at {outcome.commit[:12]}" if outcome.commit else ""))

@@ -243,3 +243,17 @@ def test_branch_name_is_the_data_and_params() -> None:
     assert branch_name("0123456789abcdef" * 4, "fedcba9876543210" * 4) == (
         "retrain/0123456789ab-fedcba987654"
     )
+
+
+def test_a_reused_version_proposes_only_the_data_stages(checkout: Path) -> None:
+    """No model was trained in this run (a registered version was reused): whatever model the
+    workspace holds may be from other data, so only ingest, validate and split are recorded and
+    the PR run trains."""
+    main_lock = yaml.safe_load((checkout / "dvc.lock").read_text())
+    with github_standin() as github:
+        propose(checkout, target(github.url), BRANCH, "Retrain", "body", True, trained_here=False)
+    lock = yaml.safe_load(git(origin(checkout), "show", f"{BRANCH}:dvc.lock"))
+    for stage in ("ingest", "validate", "split"):
+        assert lock["stages"][stage] != main_lock["stages"][stage], stage
+    for stage in ("train", "evaluate"):
+        assert lock["stages"][stage] == main_lock["stages"][stage], stage
