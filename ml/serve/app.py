@@ -474,133 +474,28 @@ def build_app(args: dict[str, Any]) -> "Application":
     return build(settings, **args)
 
 
-def direct_ingress_env(port: int) -> dict[str, str]:
-    """Environment for the Ray processes of a node that serves with direct ingress.
+# Kept importable from here (ml.cli, ml.release, benchmarks, tests use these names). At the end:
+# ml.serve.local imports `build` from this module when it runs.
+from ml.serve.local import (  # noqa: E402
+    IngressError,
+    direct_ingress_env,
+    sigterm_as_keyboard_interrupt,
+    start_local,
+    stop_local,
+)
 
-    Ray Serve's throughput profile (user code and router on the replica's event loop, buffered
-    request logs, gRPC between Serve actors) with direct ingress: the ingress replica runs the
-    HTTP server itself, and its port range is pinned to `port`, so the one replica on this node
-    answers where clients expect the endpoint. Serve reads these when its processes start.
-    """
-    return {
-        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
-        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
-        # Serve's port range excludes its upper bound: [port, port + 1) is exactly `port`.
-        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),
-        # Draining waits for an external load balancer to deregister a replica; there is none.
-        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0",
-    }
-
-
-class IngressError(RuntimeError):
-    """The serve settings ask for an ingress this setup cannot provide."""
-
-
-def _check_direct_ingress(settings: "Settings") -> None:
-    import ray
-
-    s = settings.serve
-    if s.autoscaling or s.num_replicas != 1:
-        raise IngressError(
-            "serve.ingress: direct serves from one replica on serve.port; set serve.num_replicas "
-            "to 1 and leave serve.autoscaling empty, or use serve.ingress: proxy"
-        )
-    if settings.ray.address or ray.is_initialized():
-        raise IngressError(
-            "serve.ingress: direct needs Ray started by `ml serve` itself, with the variables of "
-            "ml.serve.app.direct_ingress_env set for its processes; on a cluster set them on "
-            "the nodes (docs/serving.md) and deploy with serve.ingress: proxy settings"
-        )
-
-
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def sigterm_as_keyboard_interrupt() -> None:
-    """From now on SIGTERM (systemd, Docker, Kubernetes) takes the Ctrl-C path of `ml serve`.
-
-    ray.init installs its own SIGTERM handler in the driver, which exits at once: no graceful
-    Serve shutdown (requests in flight cut, prediction log not flushed) and Ray's agents left
-    behind as orphans. Call it after Ray is up, from the main thread."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-
-
-def stop_local(settings: "Settings") -> None:
-    """Stop what start_local started, answering requests in flight first.
-
-    serve.shutdown() alone stops the HTTP proxy while replicas still hold requests, which
-    then lose their answers; deleting the app first lets the replicas drain (up to
-    graceful_shutdown_timeout_s) with the proxy still up. Then Serve, and a Ray that this
-    process started (with its daemons and agents), stop."""
-    import ray
-
-    if not ray.is_initialized():
-        return
-    try:
-        serve.delete(settings.serve.app_name)
-    except Exception as exc:  # never deployed, or Serve already gone: nothing to drain
-        logger.warning("serve.delete(%s): %s", settings.serve.app_name, exc)
-    serve.shutdown()
-    ray.shutdown()
-
-
-def start_local(
-    settings: "Settings",
-    host: str | None = None,
-    port: int | None = None,
-    *,
-    sigterm_stops: bool = False,
-    **overrides: Any,
-) -> str:
-    """Start (or join) Ray, start Serve's HTTP proxy and deploy the app; returns the base URL.
-
-    With `ray.address` unset this is a local Ray instance on this machine (embedded defaults);
-    with RAY_ADDRESS it deploys to that cluster. With serve.ingress `direct` the replica itself
-    listens on the port and Serve's proxy moves to a free port on the same host. The app is
-    built (settings checked, auth token read) before Ray starts, so a refusal starts nothing.
-    `sigterm_stops`: SIGTERM raises KeyboardInterrupt once Ray is up (`ml serve` catches it).
-    """
-    from ml.serve import init_ray
-
-    if overrides:
-        settings = settings.model_copy(
-            update={"serve": settings.serve.model_copy(update=overrides)}
-        )
-    s = settings.serve
-    host, port = host or s.host, port or s.port
-    application = build(settings)
-    logging_config = None
-    proxy_port = port
-    if s.ingress == "direct":
-        _check_direct_ingress(settings)
-        os.environ.update(direct_ingress_env(port))
-        proxy_port = _free_port(host)  # the replica binds host:port (same http_options)
-        # Every prediction is in the prediction log already; a per-request access log line
-        # costs the one replica CPU it needs for the model.
-        logging_config = {"enable_access_log": False}
-    init_ray(settings.ray.address, logging_level=logging.WARNING)
-    if sigterm_stops:
-        sigterm_as_keyboard_interrupt()
-    serve.start(http_options={"host": host, "port": proxy_port})
-    serve.run(
-        application,
-        name=s.app_name,
-        route_prefix=s.route_prefix,
-        logging_config=logging_config,
-    )
-    return f"http://{host}:{port}{s.route_prefix.rstrip('/')}"
+__all__ = [
+    "DEPLOYMENT_NAME",
+    "USER_CONFIG_KEYS",
+    "IngressError",
+    "TagClassifier",
+    "build",
+    "build_app",
+    "direct_ingress_env",
+    "replica_config",
+    "serve_options",
+    "sigterm_as_keyboard_interrupt",
+    "start_local",
+    "stop_local",
+    "user_config",
+]
