@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from ml.config import load_settings
+from ml.io import sha256_file
 from ml.monitor.retrain import append_labelled, choose_action, render_pr_body
 from tests.conftest import BIN_DIR, REPO_ROOT, cli_env, run_ml
 from tests.e2e.harness import tiny_params
@@ -97,6 +98,11 @@ def test_labelled_rows_are_appended_once(tmp_path: Path, shared_data: Path, monk
     assert append_labelled(settings) == 0  # same ids: nothing added twice
     merged = pd.read_csv(raw / "dataset.csv")
     assert len(merged) == base_rows + 5 and merged["id"].is_unique
+    # ingest's manifest (in data/raw, versioned by dvc.lock) says what was merged
+    labelled_entry = json.loads((raw / "manifest.json").read_text())["labelled"]
+    assert labelled_entry["rows_added"] == 5 and labelled_entry["merged_file"] == "dataset.csv"
+    assert labelled_entry["merged_sha256"] == sha256_file(raw / "dataset.csv")
+    assert [Path(f["origin"]).name for f in labelled_entry["files"]] == ["batch-1.csv"]
 
     (labelled / "bad.csv").write_text("id,title\n1,x\n")
     with pytest.raises(Exception, match="lacks column"):
