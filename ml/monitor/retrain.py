@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -278,10 +279,13 @@ def _model_for(
 
 def retrain(settings: Settings, max_rows: int | None = None) -> RetrainResult:
     """Run the continuous-training path once; see the module doc."""
-    from ml.monitor.pull_request import branch_name, propose, target_from_env
+    from ml.monitor.pull_request import TOKEN_ENV, branch_name, propose, target_from_env
     from ml.registry import data_checksum, params_hash, promote
 
     target = target_from_env(settings.report.base_rev)  # a bad token setup fails before training
+    # Held in `target` for git and the API calls only: Ray's workers, DVC and the training code
+    # started from here do not inherit it.
+    os.environ.pop(TOKEN_ENV, None)
     steps: list[str] = []
     added = _prepare_data(settings, steps)
     data_sha, params_sha = data_checksum(settings), params_hash(settings)
