@@ -167,11 +167,14 @@ def load_classifier(
     except (ModelError, OSError) as exc:
         raise ModelLoadError(f"cannot load the model dir of {uri} ({model_dir}): {exc}") from exc
     if runtime == "onnxruntime" and device == "cpu":
-        from ml.serve.onnx import OnnxRuntimeError, use_onnxruntime
+        from ml.serve.onnx import OnnxRuntimeError, registry_recorder, use_onnxruntime
 
+        registered = info.version != "unregistered"
+        # The graph cache is trusted only where the version records its hash (ml/serve/onnx.py).
+        record = registry_recorder(tracking_uri, info.name, info.version) if registered else None
         try:
             threads = torch_threads or torch.get_num_threads()
-            use_onnxruntime(classifier, model_dir, quantize, threads)
+            use_onnxruntime(classifier, model_dir, quantize, threads, info.tags, record)
         except OnnxRuntimeError as exc:
             raise ModelLoadError(f"{uri}: {exc}") from exc
         info.runtime = "onnxruntime"

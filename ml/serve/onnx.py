@@ -9,13 +9,22 @@ reports/benchmarks/serving.md for the label agreement with fp32.
 
 Exported graphs are cached by the weights' sha256 (and the quantize flag), so restarting a
 replica, or a second replica on the same node, reuses them instead of exporting again (~10 s on
-2 cores); a cache entry ONNX Runtime cannot load is exported again.
+2 cores). The cache is per deployment (a folder per Serve application), and an entry is used
+only when its sha256 equals the one recorded with the model version (the version tag
+`serve.onnx_sha256.<flavour>`, written by whoever first builds the graph with write access to
+the version: the release). Anything else found there (a graph another job planted under the
+champion's key, a damaged file, no recorded hash) is rebuilt from the weights, never run.
+`ML_ONNX_VERIFY=0` turns the check off (the red-team suite's "protection off" run).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -28,19 +37,49 @@ if TYPE_CHECKING:
 GRAPH_FILE = "model.onnx"
 # Bump when the export changes in a way that makes cached graphs stale.
 EXPORT_VERSION = "2"
+HASH_TAG_PREFIX = "serve.onnx_sha256."
+DEFAULT_DEPLOYMENT = "default"
+logger = logging.getLogger(__name__)
 
 
 class OnnxRuntimeError(RuntimeError):
     """ONNX Runtime is missing, or the model could not be exported or loaded by it."""
 
 
-def cache_root() -> Path:
-    """`ML_ONNX_CACHE`, else the user's cache folder (never the model dir: it may be read-only)."""
-    explicit = os.environ.get("ML_ONNX_CACHE")
+def deployment_name() -> str:
+    """`ML_ONNX_DEPLOYMENT`, else the Serve application this replica belongs to."""
+    explicit = os.environ.get("ML_ONNX_DEPLOYMENT")
     if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ml" / "onnx"
+        return explicit
+    if "ray.serve" in sys.modules:  # only inside a replica; never import Ray for this
+        try:
+            return sys.modules["ray.serve"].get_replica_context().app_name or DEFAULT_DEPLOYMENT
+        except Exception:  # not in a replica (a test, `ml predict`)
+            pass
+    return DEFAULT_DEPLOYMENT
+
+
+def cache_root(deployment: str | None = None) -> Path:
+    """One folder per deployment under `ML_ONNX_CACHE`, else under the user's cache folder
+    (never the model dir: it may be read-only)."""
+    base = os.environ.get("ML_ONNX_CACHE")
+    if not base:
+        home_cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        base = str(Path(home_cache) / "ml" / "onnx")
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", deployment or deployment_name())
+    return Path(base) / safe
+
+
+def verify_enabled() -> bool:
+    return os.environ.get("ML_ONNX_VERIFY", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def graph_sha256(graph: Path) -> str:
+    digest = hashlib.sha256()
+    with open(graph, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _weights_digest(model_dir: Path) -> str:
@@ -125,14 +164,25 @@ def quantize(src: Path, dst: Path) -> None:
         root.setLevel(level)
 
 
-def cache_folder(model_dir: Path, int8: bool) -> Path:
-    """Where the graph of this model dir's weights is cached (one folder per weights + flavour)."""
+def flavour(int8: bool) -> str:
+    """What besides the weights decides the graph: precision, exporter, runtime, export code."""
     import onnxruntime
     import torch
 
-    key = f"{_weights_digest(model_dir)}-{'int8' if int8 else 'fp32'}"
-    key += f"-t{torch.__version__}-ort{onnxruntime.__version__}-v{EXPORT_VERSION}"
-    return cache_root() / key
+    return (
+        f"{'int8' if int8 else 'fp32'}-t{torch.__version__}-ort{onnxruntime.__version__}"
+        f"-v{EXPORT_VERSION}"
+    )
+
+
+def hash_tag(int8: bool) -> str:
+    """The model-version tag holding the sha256 of this flavour's graph."""
+    return HASH_TAG_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", flavour(int8))
+
+
+def cache_folder(model_dir: Path, int8: bool, deployment: str | None = None) -> Path:
+    """Where the graph of this model dir's weights is cached (one folder per weights + flavour)."""
+    return cache_root(deployment) / f"{_weights_digest(model_dir)}-{flavour(int8)}"
 
 
 def build_graph(classifier: TextClassifier, folder: Path, int8: bool) -> Path:
@@ -181,10 +231,57 @@ class OnnxModel:
         return SimpleNamespace(logits=torch.from_numpy(logits))
 
 
+def _cached_session(
+    graph: Path, threads: int, expected: str | None, verify: bool
+) -> tuple[Any, bool]:
+    """(session, verified) for a cached graph, or (None, False) when it must be rebuilt."""
+    if not graph.is_file():
+        return None, False
+    if verify:
+        if not expected:
+            return None, False  # nothing recorded to check it against: build our own
+        if graph_sha256(graph) != expected:
+            logger.warning("ONNX cache entry %s does not match the recorded hash: rebuilt", graph)
+            return None, False
+    try:
+        return _session(graph, threads), True
+    except Exception:  # a damaged cache entry (disk trouble, a hand edit): rebuild it
+        return None, False
+
+
+def registry_recorder(
+    tracking_uri: str | None, name: str, version: str
+) -> Callable[[str, str], None]:
+    """Record a freshly built graph's hash on the model version; an identity that may not write
+    the version (a read-only serving credential) just leaves it unrecorded (next start rebuilds)."""
+
+    def record(key: str, value: str) -> None:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            client.set_model_version_tag(name, version, key, value)
+        except MlflowException as exc:
+            logger.warning("cannot record %s on %s v%s: %s", key, name, version, exc.message)
+
+    return record
+
+
 def use_onnxruntime(
-    classifier: TextClassifier, model_dir: Path, int8: bool, threads: int
+    classifier: TextClassifier,
+    model_dir: Path,
+    int8: bool,
+    threads: int,
+    recorded: Mapping[str, str] | None = None,
+    record: Callable[[str, str], None] | None = None,
+    deployment: str | None = None,
+    verify: bool | None = None,
 ) -> TextClassifier:
-    """Swap `classifier`'s torch model for an ONNX Runtime session of the same weights."""
+    """Swap `classifier`'s torch model for an ONNX Runtime session of the same weights.
+
+    `recorded` holds the model version's tags (the graph hash is checked against them) and
+    `record(key, value)` stores a new graph's hash when none is recorded yet."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError as exc:  # pragma: no cover - a declared dependency
@@ -192,19 +289,18 @@ def use_onnxruntime(
             "serve.runtime is onnxruntime but the package is missing; pip install onnxruntime "
             "onnx onnxscript (or set serve.runtime: torch)"
         ) from exc
+    verify = verify_enabled() if verify is None else verify
     try:
-        folder = cache_folder(Path(model_dir), int8)
-        graph = folder / GRAPH_FILE
-        session = None
-        if graph.is_file():
-            try:
-                session = _session(graph, threads)
-            except Exception:  # a damaged cache entry (disk trouble, a hand edit): rebuild it
-                session = None
+        folder = cache_folder(Path(model_dir), int8, deployment)
+        key = hash_tag(int8)
+        expected = (recorded or {}).get(key)
+        session, _ = _cached_session(folder / GRAPH_FILE, threads, expected, verify)
         if session is None:
             graph = build_graph(classifier, folder, int8)
             session = _session(graph, threads)
-        classifier.model = OnnxModel(graph, session)
+            if record is not None and not expected:
+                record(key, graph_sha256(graph))
+        classifier.model = OnnxModel(folder / GRAPH_FILE, session)
     except OnnxRuntimeError:
         raise
     except Exception as exc:  # the exporter and ORT raise many types; all mean "cannot run"

@@ -57,14 +57,28 @@ def test_onnxruntime_gives_the_torch_probabilities(tiny_model_dir, texts, cache_
     ]
 
 
+def _onnx(model_dir: Path, recorded: dict[str, str], verify: bool | None = None):
+    """The torch classifier of `model_dir` swapped to ONNX Runtime, the cache checked against
+    `recorded` (a model version's tags) and a new graph's hash recorded there."""
+    from ml.serve.onnx import use_onnxruntime
+    from ml.train.model import TextClassifier
+
+    classifier = TextClassifier.load(model_dir, device="cpu")
+    return use_onnxruntime(
+        classifier, model_dir, False, 2, recorded, recorded.__setitem__, verify=verify
+    )
+
+
 def test_the_graph_is_exported_once_and_a_damaged_one_is_rebuilt(
     tiny_model_dir, texts, cache_env, monkeypatch
 ):
     import ml.serve.onnx as onnx_runtime
 
-    first, _ = _load(tiny_model_dir, "onnxruntime")
+    tags: dict[str, str] = {}
+    first = _onnx(tiny_model_dir, tags)
     graph = first.model.graph
-    assert graph.is_file() and graph.is_relative_to(cache_env)
+    assert graph.is_file() and graph.is_relative_to(cache_env / "default")  # per deployment
+    assert tags == {onnx_runtime.hash_tag(False): onnx_runtime.graph_sha256(graph)}
     exported = graph.stat().st_mtime_ns
 
     def no_export(*_args, **_kwargs):
@@ -72,13 +86,30 @@ def test_the_graph_is_exported_once_and_a_damaged_one_is_rebuilt(
 
     with monkeypatch.context() as patch:
         patch.setattr(onnx_runtime, "export", no_export)
-        again, _ = _load(tiny_model_dir, "onnxruntime")
+        again = _onnx(tiny_model_dir, tags)
     assert again.model.graph == graph and graph.stat().st_mtime_ns == exported
 
     graph.write_bytes(b"not an onnx graph")  # e.g. a disk that filled up under another tool
-    rebuilt, _ = _load(tiny_model_dir, "onnxruntime")
+    rebuilt = _onnx(tiny_model_dir, tags)
     assert rebuilt.model.graph.stat().st_size > 1_000_000
     np.testing.assert_allclose(rebuilt.predict_proba(texts), first.predict_proba(texts), atol=1e-6)
+
+
+def test_a_graph_without_a_recorded_hash_is_rebuilt_not_trusted(
+    tiny_model_dir, cache_env, monkeypatch
+):
+    """A model dir served without a registry version (nothing recorded) never reuses a cache
+    entry: whoever could write the cache folder could otherwise choose what runs."""
+    import ml.serve.onnx as onnx_runtime
+
+    _load(tiny_model_dir, "onnxruntime")
+    exports = []
+    real_export = onnx_runtime.export
+    monkeypatch.setattr(
+        onnx_runtime, "export", lambda *a, **k: (exports.append(1), real_export(*a, **k))
+    )
+    _load(tiny_model_dir, "onnxruntime")
+    assert exports == [1]
 
 
 def test_int8_graph_is_smaller_and_still_a_classifier(tiny_model_dir, texts, cache_env):
@@ -107,4 +138,4 @@ def test_a_model_onnx_cannot_export_is_a_load_error_naming_the_fallback(
     monkeypatch.setenv("ML_ONNX_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(ModelLoadError, match=r"aten::example.*serve\.runtime: torch"):
         _load(tiny_model_dir, "onnxruntime")
-    assert not any((tmp_path / "empty-cache").glob("*/model.onnx"))
+    assert not any((tmp_path / "empty-cache").rglob("model.onnx"))
