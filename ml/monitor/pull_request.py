@@ -310,7 +310,7 @@ def propose(
         commit = commit_paths(root, COMMITTED_PATHS, f"{title}\n\n{_commit_note(stages)}")
         if commit is None:
             return PullRequestOutcome(
-                None, False, branch, None, f"dvc.lock on {target.base} already holds this data"
+                None, False, branch, None, "dvc.lock at HEAD already holds this data: no PR needed"
             )
         push_branch(root, target, commit, branch)
     pull = create_pull(target, branch, title, body)
