@@ -320,7 +320,10 @@ def _restore(plan: Plan, exc: BaseException) -> ReleaseError:
         if plan.previous is None:
             outcome = _withdraw_first(plan, reason)
         elif plan.previous == plan.version:
-            outcome = f"; version {plan.version} was already the champion (alias unchanged)"
+            outcome = (
+                f"; version {plan.version} was already the champion (alias unchanged), and its "
+                "redeploy is what failed: check GET /model (docs/runbooks/rollback.md)"
+            )
         else:
             outcome = _restore_previous(plan, reason)
     if held:
