@@ -80,6 +80,8 @@ def policy(production_experiment: str, pr_experiment: str, model: str) -> list[G
         # release: reads the runs, moves champion and writes the audit tags.
         Grant(PRODUCTION, EXPERIMENT, production_experiment, "READ"),
         Grant(PRODUCTION, MODEL, model, "EDIT"),
+        # ... and reads PR runs, so it can say why it refuses a version made from one.
+        Grant(PRODUCTION, EXPERIMENT, pr_experiment, "READ"),
     ]
 
 
