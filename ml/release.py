@@ -107,6 +107,19 @@ def signals_held() -> Iterator[list[int]]:
 _HELD = (signal.SIGTERM, signal.SIGINT)
 
 
+@contextlib.contextmanager
+def sigterm_kept() -> Iterator[None]:
+    """Whatever SIGTERM does now (raise, or be held) it still does afterwards: the first deploy
+    starts or joins Ray, and ray.init installs its own SIGTERM handler (sys.exit) in the
+    driver."""
+    old = signal.getsignal(signal.SIGTERM) if _in_main_thread() else None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted by SIGINT (Ctrl-C or a cancelled job)"
@@ -245,7 +258,9 @@ class Plan:
     force: bool  # --allow-downgrade: promote past the gate's champion check (recorded)
 
     def go_live(self, version: str) -> tuple[str, dict[str, Any]]:
-        url = endpoint_url(self.settings, self.deploy(self.settings, version))
+        with sigterm_kept():
+            deployed = self.deploy(self.settings, version)
+        url = endpoint_url(self.settings, deployed)
         time.sleep(self.settle_s)
         return url, self.smoke(url, version, self.token)
 
@@ -340,7 +355,7 @@ def _restore_previous(plan: Plan, reason: str) -> str:
     try:
         plan.go_live(plan.previous)
         live = f"version {plan.previous}, which is live"
-    except Exception as again:
+    except BaseException as again:  # whatever happens, the alias goes back next
         live = f"version {plan.previous}, but redeploying it failed too: {again}"
     try:
         moved = _alias_back(plan, reason)
@@ -375,7 +390,7 @@ def _withdraw_first(plan: Plan, reason: str) -> str:
     try:
         plan.teardown(plan.settings)
         notes.append(f"app {plan.settings.serve.app_name} deleted")
-    except Exception as again:
+    except BaseException as again:  # whatever happens, the alias goes next
         notes.append(f"deleting app {plan.settings.serve.app_name} FAILED: {again}")
     registry = client(plan.settings)
     name = plan.settings.mlflow.registered_model
