@@ -112,6 +112,9 @@ def make_world(uri: str, root: Path, model: str, monkeypatch: pytest.MonkeyPatch
     params["mlflow"] = {"tracking_uri": uri, "experiment": EXPERIMENT, "registered_model": model}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     monkeypatch.chdir(root)
+    # ml.registry's client() calls mlflow.set_tracking_uri, which also sets this variable: set
+    # through monkeypatch, it is gone again after the test instead of leaking into later ones.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     for tier, password in PASSWORDS.items():
         monkeypatch.setenv(f"ML_ACCESS_{tier.upper()}_PASSWORD", password)
     act_as(monkeypatch, "admin")
