@@ -105,10 +105,21 @@ def _verdict(inputs: PrReportInputs) -> str:
         return "⚠️ **Gate not run**: metrics below are for the trained model alone."
     challenger = gate.get("challenger") or {}
     champion = gate.get("champion")
-    who = f"challenger v{challenger.get('version', '?')}"
+    version = challenger.get("version", "?")
+    if version == "unregistered":  # the pr tier scores its run's model and registers nothing
+        run = str(challenger.get("run_id", ""))[:8]
+        who = f"this PR's model (run {run}, not registered)" if run else "this PR's model"
+    else:
+        who = f"challenger v{version}"
     against = f"champion v{champion['version']}" if champion else "the floors (no champion yet)"
     if gate.get("passed"):
-        return f"✅ **Gate passed**: {who} vs {against}. Eligible for promotion."
+        # A PR's model is evidence, never a release candidate: main trains the one it ships.
+        after = (
+            "Once merged, main registers the model a release can ship."
+            if version == "unregistered"
+            else "Eligible for promotion."
+        )
+        return f"✅ **Gate passed**: {who} vs {against}. {after}"
     reasons = "; ".join(gate.get("reasons", []))
     return f"❌ **Gate failed**: {who} vs {against}. {reasons}"
 

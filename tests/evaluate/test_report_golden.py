@@ -239,3 +239,18 @@ def test_report_stays_under_the_comment_limit():
     assert len(body) <= GITHUB_COMMENT_LIMIT
     assert "more row(s) cut to fit the comment limit" in body
     assert body.startswith(MARKER)
+
+
+def test_a_pr_tier_model_is_named_as_evidence_not_a_candidate():
+    """In the pr tier nothing is registered (the gate scores the run's model): the verdict names
+    the run and says main registers what ships, instead of "challenger vunregistered"."""
+    inputs = champion_present()
+    inputs.gate["challenger"] = {
+        **inputs.gate["challenger"],
+        "version": "unregistered",
+        "run_id": "abcdef0123456789",
+    }
+    verdict = render(inputs).splitlines()[3]
+    assert "this PR's model (run abcdef01, not registered)" in verdict
+    assert "vunregistered" not in verdict and "Eligible for promotion" not in verdict
+    assert "Eligible for promotion" in render(champion_present()).splitlines()[3]
