@@ -64,17 +64,22 @@ def engine_env(**extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def mlflow_server(store: Path) -> Iterator[str]:
-    """A real tracking server (SQLite backend, proxied artifacts) on a free loopback port."""
+def mlflow_server(
+    store: Path, app_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """A real tracking server (SQLite backend, proxied artifacts) on a free loopback port;
+    `app_args` (e.g. `("--app-name", "basic-auth")`) and `env` extend its command and
+    environment."""
     store.mkdir(parents=True, exist_ok=True)
     port = free_port()
     with (store / "server.log").open("w") as log:
         process = subprocess.Popen(
-            [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri",
+            [str(VENV_BIN / "mlflow"), "server", *app_args, "--backend-store-uri",
              f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination",
              str(store / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
              "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, env=engine_env(), start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT, env=env or engine_env(),
+            start_new_session=True,
         )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.http_standin import send_json
+
 LABELS = ["computer-vision", "mlops", "natural-language-processing", "other"]
 
 
@@ -55,12 +57,7 @@ def _handler(fake: FakeServe) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _send(self, status: int, body: dict[str, Any]) -> None:
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            send_json(self, status, body)
 
         def _authorized(self) -> bool:
             if not fake.token or not fake.enforce_auth:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.engines import VENV_BIN, end_sessions, engine_env, free_port
+from tests.engines import engine_env, mlflow_server
 from tests.evaluate.tiny import build_tiny_model
 
 ADMIN = ("admin", "admin-password-for-tests")
@@ -39,35 +36,13 @@ def auth_mlflow_server(store: Path, default_permission: str = "NO_PERMISSIONS") 
         # Each request re-hashes the password (scrypt) otherwise: seconds per test on 2 cores.
         "auth_cache_ttl_seconds = 600\n"
     )
-    port = free_port()
     env = engine_env(
         MLFLOW_AUTH_CONFIG_PATH=str(ini),
         MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN[1],
         MLFLOW_FLASK_SERVER_SECRET_KEY="red-team-csrf-key-" + "x" * 16,
     )
-    with (store / "server.log").open("w") as log:
-        process = subprocess.Popen(
-            [str(VENV_BIN / "mlflow"), "server", "--app-name", "basic-auth",
-             "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-             "--artifacts-destination", str(store / "artifacts"),
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log_text = (store / "server.log").read_text()
-                    raise RuntimeError(f"mlflow auth server did not start: {log_text}") from None
-                time.sleep(0.5)
+    with mlflow_server(store, ("--app-name", "basic-auth"), env) as uri:
         yield uri
-    finally:
-        end_sessions({process.pid})
 
 
 @pytest.fixture(scope="session")

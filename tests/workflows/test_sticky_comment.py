@@ -24,6 +24,7 @@ import pytest
 
 from ml.report import sticky
 from ml.report.sticky import BODY_BYTE_CAP, GITHUB_COMMENT_LIMIT, MARKER, main
+from tests.http_standin import send_json
 
 REPO = "owner/repo"
 SHA = "3b18e512dba79e4c8300dd08aeb37f8e728b8dad"
@@ -51,12 +52,7 @@ class FakeGitHub(BaseHTTPRequestHandler):
         pass
 
     def _reply(self, status: int, payload) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, status, payload)
 
     def _authorised(self) -> bool:
         if self.headers.get("Authorization") != "Bearer test-token":
