@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,10 +178,11 @@ def tag_event(repo: ActRepo, tag: str) -> dict[str, Any]:
 
 def run_act(
     repo: ActRepo, cluster: Cluster, event: str, workflow: str, payload: dict[str, Any],
-    timeout: float = 1800,
+    timeout: float = 1800, extra: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """act EVENT on one workflow file, host mode (.actrc), with the cluster's addresses as the
-    repository variables a real runner would have. The log is kept beside the repo."""
+    repository variables a real runner would have (plus `extra` act arguments: more variables,
+    secrets). The log is kept beside the repo."""
     event_file = repo.root.parent / f"{event}.json"
     event_file.write_text(json.dumps(payload))
     args = [str(BIN_DIR / "act"), event, "-W", f".github/workflows/{workflow}",
@@ -193,6 +194,7 @@ def run_act(
             "--var", f"ML_SERVE_URL=http://127.0.0.1:{repo.serve_port}"]  # fmt: skip
     for action in REMOTE_ACTIONS:
         args += ["--local-repository", f"{action}={repo.stub}"]
+    args += list(extra)
     env = engine_env(PATH=f"{repo.venv / 'bin'}:{engine_env()['PATH']}")
     result = subprocess.run(args, cwd=repo.root, env=env, capture_output=True, text=True,
                             timeout=timeout)  # fmt: skip

@@ -1,27 +1,29 @@
-"""The retrain loop's second half under act: `ml retrain` (the retrain job's command, run here
-with the job's environment and the same tracking server) pushes its branch to a real bare git
-remote and opens the PR; then the real pr.yml, run by act on that branch, restores the
-retrained model from the trusted DVC remote instead of training it.
+"""The retrain loop under act, from drift to the PR's own run: the real retrain.yml (dispatched,
+as its schedule would) finds drift in a production prediction log, its retrain job runs
+`ml retrain`, which pushes the branch to a real bare git remote (the checkout's origin) and
+opens the PR; then the real pr.yml, run by act on that branch, restores the retrained model
+from the trusted DVC remote instead of training it.
 
-The retrain workflow's drift job needs a production prediction log and a served model, so the
-retrain command is run directly rather than through act (on a private local Ray). GitHub's REST
-API cannot run here: a recorded stand-in on 127.0.0.1 serves it (tests/monitor/github_standin.py).
+GitHub's REST API cannot run here: a recorded stand-in on 127.0.0.1 serves it
+(tests/monitor/github_standin.py). The App token step is a remote action skipped under act; the
+workflow's act-only step hands `ml retrain` the token given to act as a secret instead.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN_DIR, shared_data_dir
+from tests.conftest import shared_data_dir
 from tests.e2e.harness import ActRepo, build_act_repo, git, pr_event, run_act, tiny_params
-from tests.engines import engine_env
 from tests.monitor.github_standin import github_standin
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
+TOKEN = "app-installation-token"
 
 
 @pytest.fixture
@@ -29,41 +31,82 @@ def retrain_repo(tmp_path: Path, tracking_uri: str) -> ActRepo:
     return build_act_repo(tmp_path, tracking_uri, tiny_params)
 
 
-def test_the_retrain_branch_pr_run_restores_the_model(retrain_repo: ActRepo, cluster, tmp_path):
+def drifted_log(log_dir: Path) -> Path:
+    """Production traffic that moved, written by the serving layer's own log writer: medical
+    abstracts sent to the ML-tag classifier, which calls them all `other`."""
+    import pandas as pd
+
+    from ml.serve.prediction_log import PredictionLogWriter, make_record
+
+    medical = pd.read_csv(
+        shared_data_dir() / "medical-abstracts" / "test.csv", dtype=str, keep_default_na=False
+    ).head(240)
+    writer = PredictionLogWriter(log_dir, writer_id="replica-1")
+    for title, description in zip(medical["title"], medical["description"], strict=True):
+        writer.write(
+            make_record(
+                text=f"{title} {description}", label="other",
+                probabilities={"other": 0.55, "mlops": 0.45}, model_name="tag-classifier",
+                model_version="1", latency_ms=4.0,
+            )
+        )  # fmt: skip
+    writer.close()
+    return log_dir
+
+
+def run_retrain_workflow(repo: ActRepo, cluster, bare: Path, log_dir: Path, api_url: str):
+    """retrain.yml as GitHub would run it for this repository: origin is the (bare) remote the
+    job pushes to, the API is the stand-in, the prediction log a repository variable."""
+    git(repo.root, "remote", "set-url", "origin", str(bare))
+    try:
+        event = {"ref": "refs/heads/main", "inputs": {"force": False},
+                 "repository": {"full_name": "owner/ml"}}  # fmt: skip
+        return run_act(
+            repo, cluster, "workflow_dispatch", "retrain.yml", event,
+            extra=["--var", f"ML_PREDICTION_LOG_DIR={log_dir}",
+                   "--env", "GITHUB_REPOSITORY=owner/ml", "--env", f"GITHUB_API_URL={api_url}",
+                   "-s", f"ML_RETRAIN_ACT_TOKEN={TOKEN}"],
+        )  # fmt: skip
+    finally:
+        # act derives github.repository from origin for the pr.yml run below.
+        git(repo.root, "remote", "set-url", "origin", "https://github.com/owner/ml.git")
+
+
+def test_drift_opens_a_retrain_pr_whose_run_restores_the_model(
+    retrain_repo: ActRepo, cluster, tmp_path
+):
     repo = retrain_repo
     bare = tmp_path / "github.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
-    git(repo.root, "remote", "add", "github", str(bare))
-    git(repo.root, "push", "-q", "github", "main")
+    git(repo.root, "push", "-q", str(bare), "main")
+    log_dir = drifted_log(tmp_path / "predictions")
     with github_standin("owner/ml") as github:
-        # The retrain trains on its own private Ray (no RAY_ADDRESS): the loop under test is
-        # the branch and the PR run, which restores the model and so needs no training.
-        env = engine_env(
-            MLFLOW_TRACKING_URI=repo.mlflow_uri,
-            ML_DATA_MIRROR=str(shared_data_dir() / "madewithml"),
-            ML_RETRAIN_GITHUB_TOKEN="app-installation-token", GITHUB_REPOSITORY="owner/ml",
-            GITHUB_API_URL=github.url, GITHUB_REF_NAME="main", ML_RETRAIN_REMOTE="github",
-            ML_RETRAIN_DVC_REMOTE="local", GITHUB_OUTPUT=str(tmp_path / "retrain.out"),
-        )  # fmt: skip
-        retrained = subprocess.run(
-            [str(BIN_DIR / "ml"), "retrain"], cwd=repo.root, env=env,
-            capture_output=True, text=True, timeout=1200,
-        )  # fmt: skip
-    (tmp_path / "retrain.log").write_text(retrained.stdout + retrained.stderr)
-    assert retrained.returncode == 0, (retrained.stdout + retrained.stderr)[-4000:]
-    out = dict(line.split("=", 1) for line in (tmp_path / "retrain.out").read_text().split("\n")
-               if "=" in line)  # fmt: skip
-    assert out["action"] == "pr_opened" and len(github.posts()) == 1
-    branch = out["branch"]
+        result = run_retrain_workflow(repo, cluster, bare, log_dir, github.url)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-8000:]
+    assert re.search(r"\[retrain/drift\s*\].*DRIFT: ", log), log[-8000:]
+    for job in ("drift", "retrain"):
+        assert re.search(rf"\[retrain/{job}\s*\] 🏁  Job succeeded", log), f"job {job} failed"
+    assert "Success - Main Retrain, gate, register; push the data version" in log
+    assert "remote action ran under act" not in log
 
-    # The PR's head: the pushed branch, checked out as actions/checkout would on a fresh runner:
-    # nothing the retrain left (outputs, DVC cache) stays behind.
-    git(repo.root, "fetch", "-q", "github", branch)
+    # The branch on the remote holds one commit on main: the new data version.
+    branches = git(bare, "for-each-ref", "--format=%(refname:short)", "refs/heads/retrain/")
+    assert len(branches.split()) == 1, branches
+    branch = branches.strip()
+    assert git(bare, "rev-parse", f"{branch}~1") == git(bare, "rev-parse", "main")
+    assert git(bare, "diff", "--name-only", "main", branch) == "dvc.lock"
+    assert "train:" in git(bare, "show", f"{branch}:dvc.lock")
+    (post,) = github.posts()
+    assert post.headers["authorization"] == f"Bearer {TOKEN}"
+    assert (post.body["head"], post.body["base"]) == (branch, "main"), json.dumps(post.body)
+
+    # The PR's head: the pushed branch, checked out as actions/checkout would on a fresh runner.
+    git(repo.root, "fetch", "-q", str(bare), branch)
     git(repo.root, "checkout", "-q", "-f", "-B", branch, "FETCH_HEAD")
     git(repo.root, "clean", "-q", "-f", "-d", "-x")
     assert not (repo.root / "models").exists() and not (repo.root / ".dvc/cache").exists()
-    assert git(repo.root, "rev-parse", "HEAD") == git(bare, "rev-parse", branch)
-    result = run_act(repo, cluster, "pull_request", "pr.yml", pr_event(repo, number=8))
+    result = run_act(repo, cluster, "pull_request", "pr.yml", pr_event(repo, number=1))
     log = result.stdout + result.stderr
     assert "Success - Main Reproduce the pipeline" in log, log[-6000:]
     repro = log[log.index("Reproduce the pipeline") :]
