@@ -539,6 +539,9 @@ def github_output_lines(result: DriftResult) -> list[str]:
         f"exit_code={result.decision.exit_code}",
         f"valid_records={result.window['valid_records']}",
         f"summary={result.summary_path or ''}",
+        # One line of JSON: a later job (on another runner) puts the verdict in its PR body.
+        "decision="
+        + json.dumps({"verdict": result.decision.verdict, "reasons": result.decision.reasons}),
     ]
 
 

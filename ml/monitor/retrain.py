@@ -200,6 +200,31 @@ def render_pr_body(
 # --- the stage --------------------------------------------------------------------------------
 
 
+DRIFT_ENV = "ML_RETRAIN_DRIFT"
+
+
+def drift_summary_for(settings: Settings) -> dict[str, Any] | None:
+    """Why retraining ran, for the PR body: the drift check's summary.json when it ran in this
+    checkout, else $ML_RETRAIN_DRIFT, the `decision` line of its GITHUB_OUTPUT (the retrain
+    workflow passes it on from the drift job, which ran on another runner)."""
+    path = settings.path(settings.monitor.report_dir) / "summary.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    raw = os.environ.get(DRIFT_ENV, "")
+    if not raw:
+        return None
+    try:
+        summary = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise RetrainError(
+            f"${DRIFT_ENV} is not JSON ({exc}): pass the `decision` output of `ml monitor "
+            "drift`, or unset it"
+        ) from exc
+    if not isinstance(summary, dict):
+        raise RetrainError(f"${DRIFT_ENV} must be a JSON object with verdict and reasons")
+    return summary
+
+
 def _existing_version(settings: Settings, data_sha: str, params_sha: str):
     from mlflow.exceptions import MlflowException
 
@@ -283,6 +308,7 @@ def retrain(settings: Settings, max_rows: int | None = None) -> RetrainResult:
     from ml.registry import data_checksum, params_hash, promote
 
     target = target_from_env(settings.report.base_rev)  # a bad token setup fails before training
+    drift_summary = drift_summary_for(settings)  # so does a bad $ML_RETRAIN_DRIFT
     # Held in `target` for git and the API calls only: Ray's workers, DVC and the training code
     # started from here do not inherit it.
     os.environ.pop(TOKEN_ENV, None)
@@ -294,8 +320,6 @@ def retrain(settings: Settings, max_rows: int | None = None) -> RetrainResult:
     )
 
     action = choose_action(gate_passed, settings.monitor.auto_promote, target is not None)
-    drift_path = settings.path(settings.monitor.report_dir) / "summary.json"
-    drift_summary = json.loads(drift_path.read_text()) if drift_path.is_file() else None
     body = render_pr_body(
         settings, version, created, gate_doc, drift_summary, added, data_sha, params_sha
     )

@@ -100,6 +100,8 @@ def test_drift_opens_a_retrain_pr_whose_run_restores_the_model(
     (post,) = github.posts()
     assert post.headers["authorization"] == f"Bearer {TOKEN}"
     assert (post.body["head"], post.body["base"]) == (branch, "main"), json.dumps(post.body)
+    # The drift job ran on another runner: its verdict reached the body through job outputs.
+    assert "drift check verdict `drift`" in post.body["body"], post.body["body"]
 
     # The PR's head: the pushed branch, checked out as actions/checkout would on a fresh runner.
     git(repo.root, "fetch", "-q", str(bare), branch)

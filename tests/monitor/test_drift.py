@@ -212,6 +212,8 @@ def test_cli_not_enough_data_exit_code_and_github_output(monitor_project: Path) 
     lines = output.read_text().splitlines()
     assert "verdict=not_enough_data" in lines and "drift=false" in lines
     assert f"exit_code={EXIT_NOT_ENOUGH_DATA}" in lines
+    (decision,) = [line.split("=", 1)[1] for line in lines if line.startswith("decision=")]
+    assert json.loads(decision)["verdict"] == "not_enough_data"
 
 
 def test_cli_bad_window_is_an_error(monitor_project: Path) -> None:

@@ -17,7 +17,13 @@ import yaml
 
 from ml.config import load_settings
 from ml.io import sha256_file
-from ml.monitor.retrain import append_labelled, choose_action, render_pr_body
+from ml.monitor.retrain import (
+    RetrainError,
+    append_labelled,
+    choose_action,
+    drift_summary_for,
+    render_pr_body,
+)
 from tests.conftest import BIN_DIR, REPO_ROOT, cli_env, run_ml
 from tests.e2e.harness import tiny_params
 from tests.monitor.github_standin import github_standin
@@ -182,6 +188,27 @@ def sh_git(cwd: Path, *args: str) -> str:
         ["git", "-c", "user.name=dev", "-c", "user.email=dev@example.com", *args],
         cwd=cwd, check=True, capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
+
+
+def test_drift_verdict_from_another_job(tmp_path: Path, shared_data: Path, monkeypatch) -> None:
+    """On its own runner the retrain job has no summary.json: the drift job's `decision` output
+    ($ML_RETRAIN_DRIFT) says why; a local summary wins; anything but a JSON object is refused."""
+    root = tiny_project(tmp_path / "project", shared_data)
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("ML_RETRAIN_DRIFT", raising=False)
+    settings = load_settings(root / "params.yaml")
+    assert drift_summary_for(settings) is None
+    decision = {"verdict": "drift", "reasons": ["label: jensenshannon 0.5 > 0.12"]}
+    monkeypatch.setenv("ML_RETRAIN_DRIFT", json.dumps(decision))
+    assert drift_summary_for(settings) == decision
+    for bad in ("{not json", '["drift"]'):
+        monkeypatch.setenv("ML_RETRAIN_DRIFT", bad)
+        with pytest.raises(RetrainError, match="ML_RETRAIN_DRIFT"):
+            drift_summary_for(settings)
+    local = settings.path(settings.monitor.report_dir) / "summary.json"
+    local.parent.mkdir(parents=True)
+    local.write_text(json.dumps({"verdict": "no_drift", "reasons": []}))
+    assert drift_summary_for(settings)["verdict"] == "no_drift"
 
 
 @pytest.mark.slow
