@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import shared_data_dir
 from tests.e2e.harness import ActRepo, build_act_repo, git, pr_event, run_act, tiny_params
+from tests.engines import mlflow_server
 from tests.monitor.github_standin import github_standin
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -27,8 +29,12 @@ TOKEN = "app-installation-token"
 
 
 @pytest.fixture
-def retrain_repo(tmp_path: Path, tracking_uri: str) -> ActRepo:
-    return build_act_repo(tmp_path, tracking_uri, tiny_params)
+def retrain_repo(tmp_path: Path) -> Iterator[ActRepo]:
+    # Its own registry: the package's shared one already holds a version trained from these
+    # data and params by the other e2e tests, which ml retrain would reuse instead of training
+    # (proposing only the data stages), and the PR run would then train after all.
+    with mlflow_server(tmp_path / "mlflow") as uri:
+        yield build_act_repo(tmp_path, uri, tiny_params)
 
 
 def drifted_log(log_dir: Path) -> Path:
