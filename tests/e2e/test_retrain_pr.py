@@ -20,7 +20,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import shared_data_dir
-from tests.e2e.harness import ActRepo, build_act_repo, git, pr_event, run_act, tiny_params
+from tests.e2e.harness import (
+    ActRepo,
+    Cluster,
+    build_act_repo,
+    git,
+    pr_event,
+    ray_cluster,
+    run_act,
+    tiny_params,
+)
 from tests.engines import mlflow_server
 from tests.monitor.github_standin import github_standin
 
@@ -35,6 +44,14 @@ def retrain_repo(tmp_path: Path) -> Iterator[ActRepo]:
     # (proposing only the data stages), and the PR run would then train after all.
     with mlflow_server(tmp_path / "mlflow") as uri:
         yield build_act_repo(tmp_path, uri, tiny_params)
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    # Its own cluster too: the release tests leave the served app holding one of the package
+    # cluster's two CPUs, and the 2-worker training here would wait for it forever.
+    with ray_cluster(tmp_path / "ray-logs") as running:
+        yield running
 
 
 def drifted_log(log_dir: Path) -> Path:
@@ -79,7 +96,7 @@ def run_retrain_workflow(repo: ActRepo, cluster, bare: Path, log_dir: Path, api_
 
 
 def test_drift_opens_a_retrain_pr_whose_run_restores_the_model(
-    retrain_repo: ActRepo, cluster, tmp_path
+    retrain_repo: ActRepo, own_cluster: Cluster, tmp_path
 ):
     repo = retrain_repo
     bare = tmp_path / "github.git"
@@ -87,7 +104,7 @@ def test_drift_opens_a_retrain_pr_whose_run_restores_the_model(
     git(repo.root, "push", "-q", str(bare), "main")
     log_dir = drifted_log(tmp_path / "predictions")
     with github_standin("owner/ml") as github:
-        result = run_retrain_workflow(repo, cluster, bare, log_dir, github.url)
+        result = run_retrain_workflow(repo, own_cluster, bare, log_dir, github.url)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-8000:]
     assert re.search(r"\[retrain/drift\s*\].*DRIFT: ", log), log[-8000:]
@@ -114,7 +131,7 @@ def test_drift_opens_a_retrain_pr_whose_run_restores_the_model(
     git(repo.root, "checkout", "-q", "-f", "-B", branch, "FETCH_HEAD")
     git(repo.root, "clean", "-q", "-f", "-d", "-x")
     assert not (repo.root / "models").exists() and not (repo.root / ".dvc/cache").exists()
-    result = run_act(repo, cluster, "pull_request", "pr.yml", pr_event(repo, number=1))
+    result = run_act(repo, own_cluster, "pull_request", "pr.yml", pr_event(repo, number=1))
     log = result.stdout + result.stderr
     assert "Success - Main Reproduce the pipeline" in log, log[-6000:]
     repro = log[log.index("Reproduce the pipeline") :]
