@@ -50,7 +50,9 @@ def retrain_repo(tmp_path: Path) -> Iterator[ActRepo]:
 def own_cluster(tmp_path: Path) -> Iterator[Cluster]:
     # Its own cluster too: the release tests leave the served app holding one of the package
     # cluster's two CPUs, and the 2-worker training here would wait for it forever.
-    with ray_cluster(tmp_path / "ray-logs") as running:
+    logs = tmp_path / "ray-logs"
+    logs.mkdir()
+    with ray_cluster(logs) as running:
         yield running
 
 
