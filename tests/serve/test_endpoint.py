@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import REPO_ROOT, cli_env, run_ml, shared_data_dir
 from tests.serve.conftest import GIT_SHA, MODEL_NAME, free_port, register_versions
+from tests.serve.strategies import any_char, json_values, texts
 
 pytestmark = pytest.mark.slow
 
@@ -241,23 +242,11 @@ def test_bad_requests_fail_alone_beside_32_good_ones(stack):
         assert deep.status_code == 400 and "deep" in deep.json()["detail"]
 
 
-def _texts(chars, **size):
-    # st.text never yields surrogates (unencodable); joining characters does.
-    return st.lists(chars, **size).map("".join)
-
-
-_char = st.one_of(st.characters(exclude_categories=()), st.characters(categories=["Cs"]))
-_json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | _texts(_char, max_size=30),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(_texts(_char, max_size=8), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
+_json = json_values(max_text=30, max_items=3, max_leaves=8)
 _bodies = st.one_of(
     _json.map(lambda v: json.dumps(v).encode()),
-    _texts(_char, min_size=1, max_size=60).map(lambda t: json.dumps({"text": t}).encode()),
-    st.lists(_texts(_char, min_size=1, max_size=30), min_size=1, max_size=4).map(
+    texts(any_char, min_size=1, max_size=60).map(lambda t: json.dumps({"text": t}).encode()),
+    st.lists(texts(any_char, min_size=1, max_size=30), min_size=1, max_size=4).map(
         lambda ts: json.dumps({"texts": ts}).encode()
     ),
     st.binary(max_size=80),

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from ml.data.text import combine_text
 from ml.serve.schemas import Limits, RequestError, combine_fields, parse_request
+from tests.serve.strategies import any_char, texts
+from tests.serve.strategies import json_values as strategy_json
 
 LIMITS = Limits(max_text_chars=50, max_batch_items=3, max_body_bytes=2000)
 cells = st.one_of(st.none(), st.text(alphabet=st.characters(codec="utf-8"), max_size=30))
@@ -57,27 +59,13 @@ def test_refusals_name_the_problem(payload, status, words):
 # ---- what must never reach a shared batch -------------------------------------------------------
 
 
-# Any code point, lone surrogates included (JSON's "\ud800" escape decodes to one).
-def _texts(chars, **size):
-    # st.text never yields surrogates (unencodable); joining characters does.
-    return st.lists(chars, **size).map("".join)
-
-
-any_char = st.one_of(st.characters(exclude_categories=()), st.characters(categories=["Cs"]))
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | _texts(any_char, max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(_texts(any_char, max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
+json_values = strategy_json(max_text=20, max_items=4, max_leaves=12)
 request_shapes = st.one_of(
     json_values,
     st.fixed_dictionaries({"text": json_values}),
-    st.fixed_dictionaries({"texts": st.lists(_texts(any_char, max_size=20), max_size=4)}),
+    st.fixed_dictionaries({"texts": st.lists(texts(any_char, max_size=20), max_size=4)}),
     st.fixed_dictionaries(
-        {"records": st.lists(st.fixed_dictionaries({"title": _texts(any_char, max_size=20)}))}
+        {"records": st.lists(st.fixed_dictionaries({"title": texts(any_char, max_size=20)}))}
     ),
 )
 
