@@ -22,6 +22,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ml.errors import UserError
+
 if TYPE_CHECKING:
     from ml.config import Settings
 
@@ -31,7 +33,7 @@ DEFAULT_USERNAMES = {PR: "ml-pr", TRUSTED: "ml-trusted", PRODUCTION: "ml-product
 EXPERIMENT, MODEL = "experiment", "registered_model"
 
 
-class AccessError(RuntimeError):
+class AccessError(UserError):
     """Provisioning cannot be done, or the tracking server refused this identity."""
 
 

@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from ml.errors import UserError
+
 PARAMS_ENV = "ML_PARAMS"
 DEFAULT_PARAMS_FILE = "params.yaml"
 
@@ -34,7 +36,7 @@ ENV_OVERRIDES: dict[str, str] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The configuration cannot be read or is invalid; the message says what to fix."""
 
 
@@ -47,6 +49,9 @@ class DataSettings(_Section):
     mirror: str | None = Field(None, description="Local folder used instead of source (offline)")
     train_file: str = "dataset.csv"
     holdout_file: str = "holdout.csv"
+    # Tasks whose labels live in their own files (image-classification's IDX label files).
+    train_labels_file: str | None = None
+    holdout_labels_file: str | None = None
     sha256: dict[str, str] = Field(default_factory=dict)
     id_column: str = "id"
     text_columns: list[str] = Field(default_factory=lambda: ["title", "description"], min_length=1)
@@ -81,6 +86,24 @@ class ValidateSettings(_Section):
 class SplitSettings(_Section):
     val_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 42
+    # A seeded, stratified subset of each file (tests, quick looks); empty: every row.
+    max_train_rows: int | None = Field(None, ge=2)
+    max_holdout_rows: int | None = Field(None, ge=1)
+
+
+class ImageSettings(_Section):
+    """The image-classification task: the image shape, what serving may convert, the CNN."""
+
+    height: int = Field(28, ge=1)
+    width: int = Field(28, ge=1)
+    conv_channels: list[int] = Field(
+        default_factory=lambda: [32, 64], min_length=1, description="CNN width per conv block"
+    )
+    hidden: int = Field(128, ge=1, description="units of the dense layer before the classes")
+    augment: bool = Field(True, description="random shifts and flips while training")
+    allow_resize: bool = Field(False, description="serving resizes other sizes instead of 4xx")
+    allow_colour: bool = Field(False, description="serving converts colour to greyscale")
+    max_image_bytes: int = Field(1_000_000, ge=1, description="largest encoded image accepted")
 
 
 class MlflowSettings(_Section):
@@ -304,12 +327,16 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
+    task: Literal["text-classification", "image-classification"] = Field(
+        "text-classification", description="the ML task (ml/tasks/): what the data and model are"
+    )
     data: DataSettings
     validate_: ValidateSettings = Field(default_factory=ValidateSettings, alias="validate")
     split: SplitSettings = Field(default_factory=SplitSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    image: ImageSettings = Field(default_factory=ImageSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     tune: TuneSettings = Field(default_factory=TuneSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)

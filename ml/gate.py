@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ml.config import GateSettings, Settings
+from ml.errors import UserError
 from ml.io import write_json
 
 # Float noise must not turn "exactly at the tolerance" into a failure.
@@ -27,7 +28,7 @@ EPSILON = 1e-9
 UNREGISTERED = "unregistered"  # ml.registry.UNREGISTERED, without importing mlflow here
 
 
-class GateError(RuntimeError):
+class GateError(UserError):
     """The gate cannot be evaluated (no challenger, no holdout, unreadable report)."""
 
 

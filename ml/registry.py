@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ml.access import PR, permission_errors
 from ml.config import Settings
+from ml.errors import UserError
 from ml.io import sha256_file, write_json
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ UNREGISTERED = "unregistered"  # the version field of a pr-tier challenger
 MAX_TAG_CHARS = 4000
 
 
-class RegistryError(RuntimeError):
+class RegistryError(UserError):
     """A registry operation cannot be done (unknown version, no champion, gate not passed)."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml.config import Settings
+from ml.errors import UserError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -27,7 +28,7 @@ DEFAULT_MAIN_REFS = ("origin/main", "main")
 MLFLOW_COMMIT_TAG = "mlflow.source.git.commit"
 
 
-class ReleaseError(RuntimeError):
+class ReleaseError(UserError):
     """The release cannot go ahead, or failed and was rolled back; the message says which."""
 
     exit_code = 1

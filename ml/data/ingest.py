@@ -13,13 +13,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ml.config import Settings
+from ml.errors import UserError
 from ml.io import sha256_file, write_json
 
 MANIFEST = "manifest.json"
 DOWNLOAD_TIMEOUT_S = 30
 
 
-class IngestError(RuntimeError):
+class IngestError(UserError):
     """A data file could not be fetched or failed its checksum; the message says what to do."""
 
 

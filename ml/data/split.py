@@ -14,12 +14,13 @@ import pandas as pd
 
 from ml.config import Settings
 from ml.data.validate import read_csv_checked
+from ml.errors import UserError
 from ml.io import atomic_path, sha256_file, write_json
 
 SPLIT_FILES = ("train.csv", "val.csv", "test.csv")
 
 
-class SplitError(RuntimeError):
+class SplitError(UserError):
     """The split cannot be made; the message says why and what to do."""
 
 

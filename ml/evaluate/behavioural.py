@@ -13,10 +13,12 @@ from typing import Any
 
 import yaml
 
+from ml.errors import UserError
+
 KINDS = ("invariance", "directional", "minimum_functionality")
 
 
-class BehaviouralError(ValueError):
+class BehaviouralError(UserError, ValueError):
     """The behavioural-checks file is missing or malformed."""
 
 

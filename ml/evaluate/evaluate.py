@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ml.config import Settings
+from ml.errors import UserError
 from ml.io import atomic_path, sha256_file, write_json
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ DEFAULT_MODEL_DIR = "models/model"
 TRAIN_REPORT = "reports/train.json"
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(UserError):
     """The model or the holdout cannot be evaluated; the message says what is missing."""
 
 

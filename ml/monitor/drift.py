@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml.config import DriftThresholds, Settings
+from ml.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,7 +62,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-class MonitorError(RuntimeError):
+class MonitorError(UserError):
     """The drift check cannot run (log unreadable, reference missing); the message says why."""
 
 

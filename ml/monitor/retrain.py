@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from ml.config import Settings
+from ml.errors import UserError
 from ml.io import atomic_path
 
 
-class RetrainError(RuntimeError):
+class RetrainError(UserError):
     """Continuous training stopped (invalid data, bad labelled source); the message says why."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ml.config import Settings
+from ml.errors import UserError
 from ml.io import atomic_path
 from ml.report.sticky import MARKER  # one marker for the writer and the poster
 
@@ -37,7 +38,7 @@ HEADLINE_ROWS = (
 )
 
 
-class ReportError(RuntimeError):
+class ReportError(UserError):
     """The inputs for the report are missing; the message names the stage to run."""
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ml.errors import UserError
 from ml.io import atomic_path
 from ml.serve.schemas import combine_fields
 
@@ -24,7 +25,7 @@ SUPPORTED = (".csv", ".parquet", ".pq")
 TEXT_COLUMN = "text"
 
 
-class BatchInputError(ValueError):
+class BatchInputError(UserError, ValueError):
     """The batch input/output cannot be used (missing file, unknown format, no text column)."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ml.errors import UserError
 from ml.train.model import META_FILE, ModelError
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ CHAMPION_ALIAS = "champion"
 _REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError):
     """The model URI cannot be resolved or loaded; the message names the URI and the store."""
 
 

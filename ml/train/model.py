@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ml.errors import UserError
 from ml.io import atomic_dir
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ META_FILE = "meta.json"
 HEAD_MEAN_POOL = "mean_pool"
 
 
-class ModelError(RuntimeError):
+class ModelError(UserError):
     """The base model or a saved model dir cannot be loaded; the message says what is missing."""
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ml.config import Settings
+from ml.errors import UserError
 from ml.io import atomic_dir, write_json
 
 CHECKPOINT_MODEL = "model"
@@ -37,7 +38,7 @@ TRAIN_METRICS_FILE = "train_metrics.json"
 FAULT_ENV = "ML_TRAIN_INJECT_FAULT"
 
 
-class TrainError(RuntimeError):
+class TrainError(UserError):
     """Training cannot start or did not finish; the message says why and what to do."""
 
 

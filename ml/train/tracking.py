@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from ml.config import Settings
+from ml.errors import UserError
 from ml.io import sha256_file
 
 
-class TrackingError(RuntimeError):
+class TrackingError(UserError):
     """The MLflow tracking store cannot be used; the message names the URI and what to fix."""
 
 

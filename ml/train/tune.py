@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ml.config import Settings
+from ml.errors import UserError
 
 # What a trial's driver function reserves: no CPU (it only waits on its Train workers, which
 # reserve their own), and a token of memory because Tune needs a non-empty resource request.
 TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 64 * 1024**2}
 
 
-class TuneError(RuntimeError):
+class TuneError(UserError):
     """The search cannot run or produced no usable trial."""
 
 

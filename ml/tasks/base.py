@@ -1,0 +1,112 @@
+"""What an ML task is to the shared stages: the one interface every task module implements.
+
+The stages (ingest, validate, split, train, evaluate, gate, report, serve, predict, monitor,
+release, retrain) are written once and call a `Task` for everything that differs between
+tasks: how the data files are read and checked, the model and its preprocessing, how a batch
+becomes model inputs, the predictor, the slices, what `/predict` accepts and answers, what a
+release sends as smoke inputs, and the drift features. A task module exposes one object,
+`TASK`, and `ml.tasks.get_task(name)` finds it by the params' `task:`.
+
+Tasks import shared helpers (ml.config, ml.io, ml.errors, ml.data's report types) but never
+the CLI, serving or workflow code (an import-linter contract in pyproject.toml checks it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ml.config import Settings
+
+
+@dataclass(frozen=True)
+class Examples:
+    """One split of a task's data, in the form its model reads.
+
+    inputs: what a predictor takes (text: a list of str; image: a uint8 array N x H x W).
+    labels: the true class name of each example (None where unknown, e.g. a prediction log).
+    ids: a stable id per example (the id column; the row index in the source file for images).
+    details: per-example columns a report or slice may show (text: the raw fields; image: mean
+    intensity and contrast), as a mapping of equal-length sequences.
+    """
+
+    inputs: Any
+    labels: list[str] | None
+    ids: list[Any]
+    details: Mapping[str, Sequence[Any]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """A loaded model: class probabilities for a batch of inputs, columns in `labels` order."""
+
+    labels: list[str]
+
+    def predict_proba(self, inputs: Any, batch_size: int = 64) -> np.ndarray: ...
+
+
+class Task(Protocol):
+    """Everything that differs between ML tasks. Stages call these; nothing else branches on
+    the task."""
+
+    name: ClassVar[str]
+    # The file suffix of data/splits/{train,val,test}<suffix>.
+    split_suffix: ClassVar[str]
+
+    # -- data ---------------------------------------------------------------------------------
+    def source_files(self, settings: Settings) -> list[str]:
+        """The file names ingest fetches from data.source (or the mirror) into data/raw."""
+
+    def validate(self, settings: Settings) -> Any:
+        """Check data/raw; a ValidationReport listing every problem (ml.data.validate)."""
+
+    def write_splits(self, settings: Settings) -> Any:
+        """Seeded, stratified train/val from the train file; the holdout file as test."""
+
+    def read_split(self, settings: Settings, path: Path, max_rows: int | None = None) -> Examples:
+        """One split file written by write_splits, as Examples."""
+
+    # -- model --------------------------------------------------------------------------------
+    def build_model(self, settings: Settings, labels: list[str]) -> tuple[Any, Any]:
+        """A fresh torch module for `labels` and its preprocessor (tokenizer, image transform)."""
+
+    def encode(self, preprocessor: Any, inputs: Any, settings: Settings) -> dict[str, np.ndarray]:
+        """Model-ready arrays for a split (token ids and masks; normalised pixels)."""
+
+    def collate(self, batch: Mapping[str, Any], device: Any, train: bool) -> dict[str, Any]:
+        """Tensors on `device` that the model takes as keyword arguments (train: augment)."""
+
+    def save_model(
+        self, model: Any, preprocessor: Any, labels: list[str], model_dir: Path, meta: dict
+    ) -> None:
+        """Write the model dir (safetensors + whatever load_predictor needs + meta.json)."""
+
+    def load_predictor(self, model_dir: Path, device: str = "cpu") -> Predictor:
+        """The trained model in model_dir, ready to predict."""
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def slice_masks(self, settings: Settings, examples: Examples) -> dict[str, np.ndarray]:
+        """evaluate.slices from params: slice name -> boolean mask over the examples."""
+
+    # -- serving ------------------------------------------------------------------------------
+    def parse_request(self, body: bytes, content_type: str, settings: Settings) -> Any:
+        """A /predict body as the task's inputs, or a RequestError (4xx) saying what is accepted."""
+
+    def smoke_request(self, settings: Settings) -> tuple[bytes, str]:
+        """What a release POSTs to /predict to check the deployed model: (body, content type)."""
+
+    def log_fields(self, inputs: Any, settings: Settings) -> list[dict[str, Any]]:
+        """Per input, what the prediction log keeps (text or its hash; an image's hash and
+        statistics, never its pixels unless configured)."""
+
+    # -- monitoring ---------------------------------------------------------------------------
+    def drift_features(self, records: Any, settings: Settings) -> Any:
+        """The per-record statistics drift monitoring compares with the reference."""

@@ -1,0 +1,86 @@
+"""The image-classification task (ml/tasks/base.py): methods delegate to the part owning it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+class ImageClassificationTask:
+    name: ClassVar[str] = "image-classification"
+    split_suffix: ClassVar[str] = ".npz"
+
+    def source_files(self, settings: Any) -> list[str]:
+        from ml.tasks.image_classification import data
+
+        return data.source_files(settings)
+
+    def validate(self, settings: Any) -> Any:
+        from ml.tasks.image_classification import data
+
+        return data.validate(settings)
+
+    def write_splits(self, settings: Any) -> Any:
+        from ml.tasks.image_classification import data
+
+        return data.write_splits(settings)
+
+    def read_split(self, settings: Any, path: Path, max_rows: int | None = None) -> Any:
+        from ml.tasks.image_classification import data
+
+        return data.read_split(settings, path, max_rows)
+
+    def build_model(self, settings: Any, labels: list[str]) -> tuple[Any, Any]:
+        from ml.tasks.image_classification import model
+
+        return model.build_model(settings, labels)
+
+    def encode(self, preprocessor: Any, inputs: Any, settings: Any) -> dict[str, Any]:
+        from ml.tasks.image_classification import model
+
+        return model.encode(preprocessor, inputs, settings)
+
+    def collate(self, batch: Any, device: Any, train: bool) -> dict[str, Any]:
+        from ml.tasks.image_classification import model
+
+        return model.collate(batch, device, train)
+
+    def save_model(
+        self, model_: Any, preprocessor: Any, labels: list[str], model_dir: Path, meta: dict
+    ) -> None:
+        from ml.tasks.image_classification import model
+
+        model.save_model(model_, preprocessor, labels, model_dir, meta)
+
+    def load_predictor(self, model_dir: Path, device: str = "cpu") -> Any:
+        from ml.tasks.image_classification import model
+
+        return model.load_predictor(model_dir, device)
+
+    def slice_masks(self, settings: Any, examples: Any) -> dict[str, Any]:
+        from ml.tasks.image_classification import evaluation
+
+        return evaluation.slice_masks(settings, examples)
+
+    def parse_request(self, body: bytes, content_type: str, settings: Any) -> Any:
+        from ml.tasks.image_classification import serving
+
+        return serving.parse_request(body, content_type, settings)
+
+    def smoke_request(self, settings: Any) -> tuple[bytes, str]:
+        from ml.tasks.image_classification import serving
+
+        return serving.smoke_request(settings)
+
+    def log_fields(self, inputs: Any, settings: Any) -> list[dict[str, Any]]:
+        from ml.tasks.image_classification import serving
+
+        return serving.log_fields(inputs, settings)
+
+    def drift_features(self, records: Any, settings: Any) -> Any:
+        from ml.tasks.image_classification import drift
+
+        return drift.drift_features(records, settings)
+
+
+TASK = ImageClassificationTask()
