@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +35,25 @@ def run_ml(args: list[str], cwd: Path, timeout: float = 420, **env: str):
     )
 
 
+def checkpoint_recorded(storage: Path) -> bool:
+    """Ray Train's controller has recorded a checkpoint of the run stored in `storage`.
+
+    A worker's report returns once the checkpoint is uploaded; the controller records it (what
+    a rerun resumes from) when it next polls the workers, a moment later."""
+    snapshot = storage / "checkpoint_manager_snapshot.json"
+    return snapshot.exists() and "checkpoint_" in snapshot.read_text()
+
+
 def interrupt_at(
-    args: list[str], cwd: Path, line: str, signum: int, timeout: float = 300
+    args: list[str],
+    cwd: Path,
+    line: str,
+    signum: int,
+    timeout: float = 300,
+    ready: Callable[[], bool] = lambda: True,
 ) -> tuple[int, str]:
-    """Start `ml ARGS`, send it `signum` once its console shows `line`; (exit code, console)."""
+    """Start `ml ARGS`, send it `signum` once its console shows `line` and `ready()` holds;
+    (exit code, console)."""
     console_file = cwd / f"console-{signal.Signals(signum).name}.log"
     with console_file.open("w") as console_out:
         process = subprocess.Popen(
@@ -48,7 +64,7 @@ def interrupt_at(
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
-        while line not in console_file.read_text():
+        while line not in console_file.read_text() or not ready():
             assert process.poll() is None, console_file.read_text()[-3000:]
             assert time.monotonic() < deadline, console_file.read_text()[-3000:]
             time.sleep(0.2)
@@ -158,7 +174,13 @@ def test_interrupted_run_stops_cleanly_and_its_rerun_continues_it(tmp_path):
     make_project(tmp_path, epochs=epochs, rows_per_class=4, val_per_class=2, num_workers=1)
     args = ["--params", "params.yaml", "train", "--run-name", "cut"]
     # Epoch 2's line is printed after epoch 1's checkpoint was reported.
-    code, console = interrupt_at(args, tmp_path, f"epoch 2/{epochs}", signal.SIGTERM)
+    code, console = interrupt_at(
+        args,
+        tmp_path,
+        f"epoch 2/{epochs}",
+        signal.SIGTERM,
+        ready=lambda: checkpoint_recorded(tmp_path / "ray_results" / "cut"),
+    )
     assert f"epoch {epochs}/{epochs}" not in console, "the signal came too late to interrupt"
     assert code == 128 + signal.SIGTERM, console[-3000:]
     assert "interrupted (SIGTERM)" in console and "Rerun with --run-name cut" in console
@@ -210,7 +232,13 @@ def test_submit_to_two_node_cluster_stop_resume_and_bad_address(
         "--storage-path",
         str(storage),
     ]
-    code, console = interrupt_at(args, project, f"epoch 2/{epochs}", signal.SIGINT)
+    code, console = interrupt_at(
+        args,
+        project,
+        f"epoch 2/{epochs}",
+        signal.SIGINT,
+        ready=lambda: checkpoint_recorded(storage / "submitted"),
+    )
     assert f"epoch {epochs}/{epochs}" not in console, "the signal came too late to interrupt"
     assert code == 128 + signal.SIGINT, console[-3000:]
     assert "stopped (STOPPED)" in console and "interrupted (SIGINT)" in console, console[-3000:]
