@@ -92,6 +92,12 @@ class Task(Protocol):
     def load_predictor(self, model_dir: Path, device: str = "cpu") -> Predictor:
         """The trained model in model_dir, ready to predict."""
 
+    def to_frame(self, inputs: Any) -> Any:
+        """Inputs as the pandas DataFrame the MLflow pyfunc model takes (from_frame's inverse)."""
+
+    def from_frame(self, frame: Any, meta: dict[str, Any]) -> Any:
+        """A pyfunc input DataFrame as inputs; meta is the model dir's meta.json."""
+
     # -- evaluation ---------------------------------------------------------------------------
     def slice_masks(self, settings: Settings, examples: Examples) -> dict[str, np.ndarray]:
         """evaluate.slices from params: slice name -> boolean mask over the examples."""

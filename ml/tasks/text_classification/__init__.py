@@ -57,6 +57,16 @@ class TextClassificationTask:
 
         return model.load_predictor(model_dir, device)
 
+    def to_frame(self, inputs: Any) -> Any:
+        from ml.tasks.text_classification import model
+
+        return model.to_frame(inputs)
+
+    def from_frame(self, frame: Any, meta: dict[str, Any]) -> Any:
+        from ml.tasks.text_classification import model
+
+        return model.from_frame(frame, meta)
+
     def slice_masks(self, settings: Any, examples: Any) -> dict[str, Any]:
         from ml.tasks.text_classification import evaluation
 
