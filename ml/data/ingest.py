@@ -1,4 +1,4 @@
-"""Ingest: copy the dataset from its source (URL, local folder, or offline mirror) into data/raw/.
+"""Ingest: copy the task's data files from their source (URL, folder or mirror) into data/raw/.
 
 Each file is checksummed; a file whose sha256 differs from the one declared in params is refused,
 and data/raw/ keeps its previous contents (files are written to a temp path, then renamed).
@@ -56,7 +56,8 @@ def _fetch(origin: str, destination: Path) -> None:
             raise IngestError(
                 f"data file not found: {source}. Check data.source in params.yaml or the "
                 "ML_DATA_MIRROR folder; it must hold the files named by data.train_file and "
-                "data.holdout_file."
+                "data.holdout_file (and data.train_labels_file, data.holdout_labels_file where "
+                "the task has them)."
             )
         shutil.copyfile(source, destination)
 
@@ -71,12 +72,17 @@ def source_location(settings: Settings) -> str:
 
 
 def ingest(settings: Settings) -> list[IngestedFile]:
-    """Fetch train and holdout files into data/raw/ and write a checksum manifest."""
+    """Fetch the task's source files into data/raw/ and write a checksum manifest."""
+    from ml.tasks import task_of
+
     location = source_location(settings)
     raw_dir = settings.path(settings.data.raw_dir)
-    names = [settings.data.train_file, settings.data.holdout_file]
+    names = task_of(settings).source_files(settings)
     if len(set(names)) != len(names):
-        raise IngestError(f"data.train_file and data.holdout_file must differ, got {names}")
+        raise IngestError(
+            f"the data files (data.train_file, data.holdout_file and their label files) must "
+            f"differ, got {names}"
+        )
 
     raw_dir.mkdir(parents=True, exist_ok=True)
     staged: dict[Path, Path] = {}  # temp file -> final path

@@ -1,22 +1,24 @@
 """Split: a deterministic, stratified train/validation split of the training file.
 
-The holdout file is never split or sampled: it is copied as the test set, so every model is
-evaluated on exactly the same rows.
+The holdout file is never split: it becomes the test set, so every model is evaluated on the
+same rows (a seeded stratified subset of it only when split.max_holdout_rows asks, for tests).
+The task writes the files (ml/tasks/<task>/data.py) with the helpers below; this stage checks
+first that the raw data passed validation and has not changed since.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from ml.config import Settings
-from ml.data.validate import read_csv_checked
 from ml.errors import UserError
-from ml.io import atomic_path, sha256_file, write_json
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ml.config import Settings
+
+# The text task's split file names; other code asks ml.data.splits.split_path.
 SPLIT_FILES = ("train.csv", "val.csv", "test.csv")
 
 
@@ -37,6 +39,8 @@ def stratified_split(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-class shuffle with a fixed seed; each class gives round(n * val_fraction) rows
     (at least one) to validation. Row order in each output follows the input order."""
+    import pandas as pd
+
     val_index: list[int] = []
     for label in sorted(frame[label_column].unique()):
         rows = frame.index[frame[label_column] == label]
@@ -49,44 +53,21 @@ def stratified_split(
     return frame[~is_val], frame[is_val]
 
 
-def _read(path: Path) -> pd.DataFrame:
-    frame, problems = read_csv_checked(path.read_bytes(), path.name)
-    if frame is None or problems:
-        raise SplitError(f"{path} cannot be read: {problems}; run `ml data validate`")
-    return frame
+def stratified_subset(
+    frame: pd.DataFrame, label_column: str, max_rows: int | None, seed: int
+) -> pd.DataFrame:
+    """A seeded subset of about max_rows rows with the class mix of `frame` (every class kept);
+    `frame` itself when max_rows is None or not smaller. Row order follows the input order."""
+    if max_rows is None or max_rows >= len(frame):
+        return frame
+    _, subset = stratified_split(frame, label_column, max_rows / len(frame), seed)
+    return subset
 
 
 def split(settings: Settings) -> SplitResult:
-    data = settings.data
-    report_path = settings.path(settings.validate_.report)
-    if not report_path.is_file():
-        raise SplitError(f"{report_path} not found; run `ml data validate` first")
-    report = json.loads(report_path.read_text())
-    if not report.get("passed"):
-        raise SplitError(
-            f"data validation failed ({len(report.get('problems', []))} problem(s), see "
-            f"{report_path}); fix the data and rerun `ml data validate`"
-        )
-    raw_dir = settings.path(data.raw_dir)
-    train_path = raw_dir / data.train_file
-    recorded = report.get("files", {}).get("train", {}).get("sha256")
-    if recorded and recorded != sha256_file(train_path):
-        raise SplitError(f"{train_path} changed after validation; rerun `ml data validate`")
+    """Check the raw data passed validation unchanged, then write the task's split files."""
+    from ml.data.validate import require_validated
+    from ml.tasks import task_of
 
-    columns = [data.id_column, *data.text_columns, data.label_column]
-    full = _read(train_path)[columns]
-    holdout = _read(raw_dir / data.holdout_file)[columns]
-    train, val = stratified_split(
-        full, data.label_column, settings.split.val_fraction, settings.split.seed
-    )
-
-    out_dir = settings.path(data.splits_dir)
-    for name, frame in zip(SPLIT_FILES, (train, val, holdout), strict=True):
-        with atomic_path(out_dir / name) as tmp:
-            frame.to_csv(tmp, index=False)
-    labels = sorted(full[data.label_column].unique())
-    write_json(
-        out_dir / "labels.json",
-        {"label_column": data.label_column, "labels": labels},
-    )
-    return SplitResult(len(train), len(val), len(holdout), labels)
+    require_validated(settings)
+    return task_of(settings).write_splits(settings)

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ml.config import DataSettings, ValidateSettings
-from ml.data.validate import CHECKS, validate_bytes
+from ml.tasks.text_classification.checks import CHECKS, validate_bytes
 
 DATA = DataSettings(source="unused")
 LIMITS = ValidateSettings(min_examples_per_class=3, min_text_chars=10, max_text_chars=400)
