@@ -39,6 +39,8 @@ ENV_OVERRIDES: dict[str, str] = {
 class ConfigError(UserError, ValueError):
     """The configuration cannot be read or is invalid; the message says what to fix."""
 
+    exit_code = 2  # bad config or usage, as the CLI's usage errors
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")

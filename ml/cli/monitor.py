@@ -1,0 +1,128 @@
+"""`ml monitor drift` and `ml retrain`: monitoring and continuous training."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from ml.cli.common import run_stage, settings
+
+app = typer.Typer(help="Drift monitoring of the production prediction log.", no_args_is_help=True)
+
+
+def _print_drift(result) -> None:
+    window = result.window
+    typer.echo(
+        f"window: {window['valid_records']} valid record(s) from {window['source']}"
+        f" ({window['malformed_records']} malformed, {window['records_with_text']} with text)"
+    )
+    for example in window["malformed_examples"]:
+        typer.echo(f"  malformed: {example}")
+    for signal in result.signals:
+        if signal.available:
+            mark = "DRIFT" if signal.drifted else "ok"
+            typer.echo(
+                f"  {signal.name:<12} {signal.method:<14} {signal.score:.4f} "
+                f"(threshold {signal.threshold}) {mark}"
+            )
+        else:
+            typer.echo(f"  {signal.name:<12} not checked: {signal.note}")
+    verdict = result.decision.verdict
+    colour = {"drift": typer.colors.RED, "no_drift": typer.colors.GREEN}.get(
+        verdict, typer.colors.YELLOW
+    )
+    label = {"drift": "DRIFT", "no_drift": "no drift", "not_enough_data": "not enough data"}
+    typer.secho(f"{label[verdict]}: " + "; ".join(result.decision.reasons), fg=colour)
+    if result.summary_path:
+        typer.echo(f"summary: {result.summary_path}; report: {result.html_path or '-'}")
+
+
+@app.command(
+    "drift",
+    epilog="Exit codes: 0 no drift; 3 drift; 4 not enough data (fewer valid records than "
+    "monitor.min_window); 1 error (log or reference unreadable); 2 bad config or usage. "
+    "With $GITHUB_OUTPUT set, verdict=, drift=, exit_code=, valid_records= and summary= lines "
+    "are appended to it.",
+)
+def monitor_drift(
+    log_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="prediction log folder or fsspec URI (s3://...); default "
+            "serve.prediction_log_dir / $ML_PREDICTION_LOG_DIR"
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="window start: ISO time or duration like 24h, 7d (monitor.window_since)"),
+    ] = None,
+    last_n: Annotated[
+        int | None, typer.Option(help="newest N records (monitor.window_last_n)")
+    ] = None,
+    model_dir: Annotated[
+        str | None,
+        typer.Option(help="model dir for reference predictions (monitor.model_dir, model.dir)"),
+    ] = None,
+    fail_on_drift: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-drift/--no-fail-on-drift",
+            help="exit 3 on drift and 4 on not enough data (default); with "
+            "--no-fail-on-drift exit 0 and let GITHUB_OUTPUT carry the verdict",
+        ),
+    ] = True,
+) -> None:
+    """Compare a window of the prediction log with the training reference (Evidently): the
+    task's input features and embeddings, predicted classes and confidence. Writes
+    reports/drift/report.html and summary.json and prints the verdict."""
+    from ml.monitor.drift import EXIT_ERROR, write_github_output
+    from ml.monitor.drift import monitor_drift as drift_stage
+
+    cfg = settings()
+    result = run_stage(drift_stage, cfg, log_dir, since, last_n, model_dir, exit_code=EXIT_ERROR)
+    _print_drift(result)
+    write_github_output(result, os.environ.get("GITHUB_OUTPUT"))
+    raise typer.Exit(result.decision.exit_code if fail_on_drift else 0)
+
+
+def retrain(
+    max_rows: Annotated[int | None, typer.Option(help="cap train/val rows (smoke runs)")] = None,
+) -> None:
+    """Continuous training: ingest the latest data (plus monitor.labelled_source), validate,
+    split, train, evaluate, register, gate against the champion; then push the new data version
+    (dvc.lock) to a retrain/ branch and open a PR with the report (default) or promote when
+    monitor.auto_promote is true and the gate passed. Idempotent: a version already registered
+    for the same data and params is reused, not retrained, and its PR is not opened twice."""
+    from ml.monitor.retrain import retrain as retrain_stage
+
+    result = run_stage(retrain_stage, settings(), max_rows)
+    for step in result.steps:
+        typer.echo(f"  - {step}")
+    typer.secho(result.message, fg=typer.colors.GREEN if result.gate_passed else typer.colors.RED)
+    output = os.environ.get("GITHUB_OUTPUT")
+    if output:
+        gate_word = {True: "passed", False: "failed", None: "none"}[result.gate_passed]
+        with open(output, "a", encoding="utf-8") as handle:
+            handle.write(
+                f"version={result.version}\ncreated={str(result.created).lower()}\n"
+                f"gate={gate_word}\naction={result.action}\n"
+                f"pr_url={result.pr_url or ''}\nbranch={result.branch or ''}\n"
+            )
+    if not result.gate_passed:
+        raise typer.Exit(5)
+
+
+RETRAIN_EPILOG = (
+    "Exit codes: 0 done (promoted, PR opened or already open, or PR body written); 5 "
+    "the gate failed (nothing promoted or proposed); 1 error (invalid data, training failed, "
+    "push or GitHub API refused). With $GITHUB_OUTPUT set, version=, created=, gate=, action=, "
+    "pr_url=, branch= lines are appended to it. The PR needs $ML_RETRAIN_GITHUB_TOKEN (a "
+    "GitHub App installation token) and GITHUB_REPOSITORY; see docs/monitoring.md."
+)
+
+
+def register(app_root: typer.Typer) -> None:
+    app_root.add_typer(app, name="monitor")
+    app_root.command("retrain", epilog=RETRAIN_EPILOG)(retrain)
