@@ -6,7 +6,11 @@ code runs (tracking server, Ray cluster, data mirror) come from the environment 
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+import json
 import os
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -325,9 +329,10 @@ class MonitorSettings(_Section):
 
 
 class Settings(BaseModel):
-    """Everything the pipeline reads. Sections added by later stages keep their own defaults."""
+    """Everything the pipeline reads; an unknown top-level key is an error (a misspelt section
+    would otherwise be ignored and its defaults used)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     task: Literal["text-classification", "image-classification"] = Field(
         "text-classification", description="the ML task (ml/tasks/): what the data and model are"
@@ -373,8 +378,57 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     for part in parents:
-        tree = tree.setdefault(part, {})
+        if tree.get(part) is None:  # absent, or a YAML key with nothing under it
+            tree[part] = {}
+        tree = tree[part]
+        if not isinstance(tree, dict):
+            raise ConfigError(f"cannot set {dotted}: {part} is not a section")
     tree[leaf] = value
+
+
+def _overlay(
+    tree: dict[str, Any], values: Mapping[str, Any], source: str, provenance: dict[str, str]
+) -> None:
+    """Lay `values` (dotted keys like "train.epochs", or nested sections) over `tree`."""
+    for dotted, value in _flatten(dict(values)).items():
+        _set_dotted(tree, dotted, value)
+        provenance[dotted] = source
+
+
+def _top_level_keys() -> list[str]:
+    fields = Settings.model_fields.items()
+    return sorted(f.alias or name for name, f in fields if not f.exclude)
+
+
+def _validate(raw: dict[str, Any], where: str) -> Settings:
+    known = _top_level_keys()
+    unknown = [key for key in raw if key not in known]
+    if unknown:
+        named = []
+        for key in map(str, unknown):
+            close = difflib.get_close_matches(key, known, n=1)
+            named.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(
+            f"{where}: unknown top-level section{'s' if len(named) > 1 else ''} "
+            f"{', '.join(named)}; the sections are {known}"
+        )
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings in {where}: {problems}") from exc
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
+    return raw
 
 
 def params_path(explicit: str | Path | None = None) -> Path:
@@ -392,29 +446,15 @@ def load_settings(
             f"params file not found: {path}. Run from the project root, or point {PARAMS_ENV} "
             "(or --params) at a params.yaml."
         )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
-
+    raw = _read_mapping(path)
     provenance = {key: str(path) for key in _flatten(raw)}
     for var, dotted in ENV_OVERRIDES.items():
-        value = environ.get(var)
-        if value:
-            _set_dotted(raw, dotted, value)
-            provenance[dotted] = f"env {var}"
+        if environ.get(var):
+            _overlay(raw, {dotted: environ[var]}, f"env {var}", provenance)
     from ml.access import apply_tier
 
     apply_tier(raw, provenance)
-    try:
-        settings = Settings.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid settings in {path}: {problems}") from exc
+    settings = _validate(raw, str(path))
     # Paths resolve against the working folder (where dvc.yaml runs stages), not the params
     # file's folder, so an alternative params file under configs/ writes to the same places.
     settings.root = Path.cwd()
@@ -422,6 +462,54 @@ def load_settings(
         provenance.setdefault(dotted, "default")
     settings.provenance = provenance
     return settings
+
+
+def override(settings: Settings, values: Mapping[str, Any], source: str) -> Settings:
+    """`settings` with `values` (dotted keys like "train.epochs", or nested sections) laid over
+    them and validated like params.yaml; provenance names `source` for each key given.
+
+    The one way to change settings after loading: a params override file (`ml tune`'s best
+    params), command-line options, a tune trial's sampled values."""
+    raw = settings.as_dict()
+    provenance = dict(settings.provenance)
+    _overlay(raw, values, source, provenance)
+    updated = _validate(raw, source)
+    updated.root, updated.provenance = settings.root, provenance
+    return updated
+
+
+def override_from_file(
+    settings: Settings, path: Path, sections: Collection[str] = ("model", "train")
+) -> Settings:
+    """`override` with the given sections of a params file (e.g. `ml train --params-override`)."""
+    if not path.is_file():
+        raise ConfigError(f"params override file not found: {path}")
+    values = _read_mapping(path)
+    unknown = sorted(set(values) - set(sections))
+    if unknown:
+        raise ConfigError(
+            f"{path}: only {'/'.join(sections)} sections can be overridden, got {unknown}"
+        )
+    return override(settings, values, str(path))
+
+
+# The keys that decide what training produces; serving, monitoring and deployment settings can
+# change without making an already trained model a different one.
+MODEL_SECTIONS = ("task", "data", "validate", "split", "model", "image", "train")
+DEPLOYMENT_ONLY = ("data.mirror",)
+
+
+def params_hash(settings: Settings, sections: Collection[str] = MODEL_SECTIONS) -> str:
+    """sha256 of the effective settings in `sections` (after environment overrides, minus the
+    deployment-only keys), as canonical JSON so formatting and comments do not count. The
+    registry's `params_sha256` tag and the training run's `params_hash` tag are this value."""
+    values = {name: value for name, value in settings.as_dict().items() if name in sections}
+    for dotted in DEPLOYMENT_ONLY:
+        section, key = dotted.split(".")
+        if isinstance(values.get(section), dict):
+            values[section].pop(key, None)
+    canonical = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def effective_values(settings: Settings) -> list[tuple[str, Any, str]]:

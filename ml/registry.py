@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml.access import PR, permission_errors
-from ml.config import Settings
+from ml.config import Settings, params_hash
 from ml.errors import UserError
 from ml.io import sha256_file, write_json
 
@@ -111,22 +111,6 @@ def data_checksum(settings: Settings) -> str:
         path = splits / name
         digest.update(f"{name}:{sha256_file(path) if path.is_file() else 'missing'}\n".encode())
     return digest.hexdigest()
-
-
-# The sections that decide what model training produces; serving, monitoring and deployment
-# settings can change without making an already trained model a different one.
-MODEL_SECTIONS = ("data", "validate", "split", "model", "train")
-
-
-def params_hash(settings: Settings) -> str:
-    """sha256 of the effective settings that shape the model (MODEL_SECTIONS, after environment
-    overrides, minus the deployment-only data mirror), canonical JSON so formatting and comments
-    do not count."""
-    all_values = settings.as_dict()
-    values = {section: all_values[section] for section in MODEL_SECTIONS}
-    values["data"].pop("mirror", None)
-    canonical = json.dumps(values, sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def provenance_tags(settings: Settings) -> dict[str, str]:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from ml.config import ENV_OVERRIDES, ConfigError, load_settings
+from ml.config import (
+    ENV_OVERRIDES,
+    ConfigError,
+    load_settings,
+    override,
+    override_from_file,
+    params_hash,
+)
 from tests.conftest import REPO_ROOT
 
 
@@ -54,3 +61,68 @@ def test_invalid_params_name_the_problem(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_settings(path, environ={})
+
+
+@pytest.mark.parametrize(
+    "section, suggestion",
+    [("trian", "train"), ("serving", "serve"), ("evaluation", "evaluate"), ("monitr", "monitor")],
+)
+def test_a_misspelt_section_is_rejected_with_the_close_match(tmp_path, section, suggestion):
+    path = tmp_path / "params.yaml"
+    path.write_text(f"data:\n  source: x\n{section}:\n  epochs: 1\n")
+    with pytest.raises(ConfigError, match=rf"'{section}' \(did you mean '{suggestion}'\?\)"):
+        load_settings(path, environ={})
+
+
+def test_an_unrelated_unknown_section_lists_the_known_ones(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("data:\n  source: x\nzzz: 1\n")
+    with pytest.raises(ConfigError, match=r"'zzz'; the sections are \[.*'train'"):
+        load_settings(path, environ={})
+
+
+def test_every_config_in_the_repo_has_only_known_sections():
+    for path in [REPO_ROOT / "params.yaml", *sorted((REPO_ROOT / "configs").glob("*.yaml"))]:
+        load_settings(path, environ={})
+
+
+def test_override_validates_and_records_its_source():
+    settings = load_settings(REPO_ROOT / "params.yaml", environ={})
+    changed = override(settings, {"train.epochs": 7, "model": {"dropout": 0.25}}, "--epochs")
+    assert (changed.train.epochs, changed.model.dropout) == (7, 0.25)
+    assert changed.provenance["train.epochs"] == changed.provenance["model.dropout"] == "--epochs"
+    assert changed.train.lr == settings.train.lr and settings.train.epochs != 7  # a copy
+    assert changed.root == settings.root
+    with pytest.raises(ConfigError, match=r"train\.epochs"):
+        override(settings, {"train.epochs": 0}, "--epochs")
+    with pytest.raises(ConfigError, match=r"did you mean 'train'"):
+        override(settings, {"trian.epochs": 3}, "--epochs")
+
+
+def test_the_environment_and_an_override_file_use_the_same_overlay(tmp_path):
+    settings = load_settings(REPO_ROOT / "params.yaml", environ={"ML_DATA_MIRROR": "/m"})
+    best = tmp_path / "best.yaml"
+    best.write_text("train:\n  lr: 0.001\n")
+    tuned = override_from_file(settings, best)
+    assert tuned.train.lr == 0.001 and tuned.provenance["train.lr"] == str(best)
+    assert tuned.data.mirror == "/m" and tuned.provenance["data.mirror"] == "env ML_DATA_MIRROR"
+    best.write_text("serve:\n  port: 1\n")
+    with pytest.raises(ConfigError, match="only model/train sections"):
+        override_from_file(settings, best)
+    with pytest.raises(ConfigError, match="not found"):
+        override_from_file(settings, tmp_path / "missing.yaml")
+
+
+def test_one_params_hash_for_training_and_the_registry():
+    from ml import registry
+    from ml.train import tracking
+
+    settings = load_settings(REPO_ROOT / "params.yaml", environ={})
+    assert registry.params_hash is tracking.params_hash is params_hash
+    assert registry.provenance_tags(settings)["params_sha256"] == params_hash(settings)
+    mirrored = load_settings(REPO_ROOT / "params.yaml", environ={"ML_DATA_MIRROR": "/srv/m"})
+    assert params_hash(mirrored) == params_hash(settings)  # where the data came from: not a param
+    served = override(settings, {"serve.port": 9999, "monitor.min_window": 5}, "test")
+    assert params_hash(served) == params_hash(settings)
+    for change in ({"train.epochs": 9}, {"model.dropout": 0.3}, {"split.seed": 7}):
+        assert params_hash(override(settings, change, "test")) != params_hash(settings), change

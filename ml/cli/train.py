@@ -14,9 +14,9 @@ def _train_settings(params_override: Path | None):
     cfg = settings()
     if params_override is None:
         return cfg
-    from ml.train.ray_train import apply_params_override
+    from ml.config import override_from_file
 
-    return run_stage(apply_params_override, cfg, params_override)
+    return run_stage(override_from_file, cfg, params_override)
 
 
 def train(

@@ -3,15 +3,13 @@ checksums, params hash, system info). MLflow is imported inside functions."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from ml.config import Settings
+from ml.config import Settings, params_hash  # noqa: F401 (one definition, in ml.config)
 from ml.errors import UserError
 from ml.io import sha256_file
 
@@ -234,13 +232,6 @@ def data_checksums(splits_dir: Path) -> dict[str, str]:
         for path in sorted(splits_dir.glob("*"))
         if path.is_file() and path.suffix in {".csv", ".json"}
     }
-
-
-def params_hash(settings: Settings, sections: tuple[str, ...] = ("model", "train")) -> str:
-    """sha256 of the params sections the train stage depends on (what `dvc.yaml` tracks)."""
-    values = settings.as_dict()
-    chosen = {name: values.get(name) for name in sections}
-    return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def system_info() -> dict[str, str]:
