@@ -1,15 +1,19 @@
 """`ml monitor drift`: a window of the prediction log against the training reference.
 
+Written once for every task: this module reads the log window (tolerantly, through fsspec),
+scores it and decides; what is compared comes from the configured task (`task_of(settings)`):
+its reference (`drift_reference`, see ml/monitor/reference.py), its per-record features
+(`drift_features`) and which records it can use (`drift_record_problem`).
+
 Signals (each a drift score with a threshold from `monitor.thresholds`):
-  - embedding   MMD^2 between sentence embeddings (base MiniLM-L6 encoder, mean pooled) of a
-                seeded sample of the window's texts and of the reference texts (Evidently's
-                `mmd` embedding-drift method; RBF kernel, median bandwidth).
-  - text_length Wasserstein distance / reference std of text length in characters.
-  - oov_rate    the same on each text's share of word tokens never seen in the reference texts.
-  - label       Jensen-Shannon distance between predicted-class distributions.
-  - confidence  Wasserstein distance / reference std of the top-class probability.
-The four column signals run in an Evidently Report (`ValueDrift`) over every row of the window
-(they are cheap); only the embedding signal uses a sample, because embedding is the slow part.
+  - embedding   MMD^2 between the window's embeddings (a seeded sample) and the reference's
+                (Evidently's `mmd` embedding-drift method; RBF kernel, median bandwidth).
+                Text: base MiniLM-L6 sentence embeddings of the texts. Image: the CNN's
+                penultimate features, logged with each prediction.
+  - the task's column signals, in one Evidently Report (`ValueDrift`) over every row of the
+    window. Text: text_length, oov_rate. Image: mean_intensity, contrast, blank_share.
+    Both: label (Jensen-Shannon distance between predicted-class distributions) and confidence
+    (Wasserstein distance / reference std of the top-class probability).
 
 Decision: fewer valid records than `monitor.min_window` is "not enough data" (never "no drift");
 otherwise "drift" when any available signal's score exceeds its threshold.
@@ -24,18 +28,26 @@ import json
 import math
 import re
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ml.config import DriftThresholds, Settings
-from ml.errors import UserError
+from ml.config import Settings
+
+# MonitorError and Signal live in the leaf module the tasks share; the text statistics are
+# re-exported for existing callers (tests import them from here).
+from ml.monitor.signals import (
+    MonitorError,
+    Reference,
+    Signal,
+    column_report,
+    embedding_signal,
+)
+from ml.monitor.text_stats import document_frequency, oov_rates, tokens
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
 EXIT_NO_DRIFT = 0
@@ -48,22 +60,11 @@ EXIT_CODES = {
     "not_enough_data": EXIT_NOT_ENOUGH_DATA,
 }
 
-COLUMN_SIGNALS: dict[str, str] = {
-    "text_length": "wasserstein",
-    "oov_rate": "wasserstein",
-    "label": "jensenshannon",
-    "confidence": "wasserstein",
-}
-SIGNALS = ("embedding", *COLUMN_SIGNALS)
 REQUIRED_FIELDS = ("ts", "label", "confidence")
+__all__ = ["MonitorError", "Signal", "document_frequency", "oov_rates", "tokens"]  # re-exports
 
-_TOKEN = re.compile(r"[a-z0-9]+")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-class MonitorError(UserError):
-    """The drift check cannot run (log unreadable, reference missing); the message says why."""
 
 
 # --- window selection ---------------------------------------------------------------------------
@@ -124,8 +125,12 @@ def _list_log_files(location: str, since: datetime | None) -> tuple[Any, list[st
     return fs, files
 
 
-def _valid_record(record: Any) -> str:
-    """'' when the record has what the monitor needs, else what is wrong."""
+RecordCheck = Callable[[dict[str, Any]], str]
+
+
+def _valid_record(record: Any, check: RecordCheck | None = None) -> str:
+    """'' when the record has what the monitor needs (and `check`, the task's, finds nothing
+    wrong), else what is wrong."""
     if not isinstance(record, dict):
         return "not a JSON object"
     missing = [k for k in REQUIRED_FIELDS if record.get(k) in (None, "")]
@@ -136,22 +141,20 @@ def _valid_record(record: Any) -> str:
         return f"confidence {confidence!r} is not a number"
     if not (0.0 <= float(confidence) <= 1.0) or math.isnan(float(confidence)):
         return f"confidence {confidence!r} outside [0, 1]"
-    text = record.get("text")
-    if text is not None and not isinstance(text, str):
-        return "text is not a string"
-    length = record.get("text_length")
-    if text is None and (isinstance(length, bool) or not isinstance(length, int | float)):
-        return "neither text nor a numeric text_length"
-    return ""
+    return check(record) if check is not None else ""
 
 
 def read_log_window(
-    location: str | Path, since: str | datetime | None = None, last_n: int | None = None
+    location: str | Path,
+    since: str | datetime | None = None,
+    last_n: int | None = None,
+    check: RecordCheck | None = None,
 ) -> LogWindow:
     """Read the prediction log at a folder or fsspec URI, keeping the window (records at/after
     `since`, then the newest `last_n`). Lines that are not JSON, or records without a valid ts,
-    label, confidence and text (or text_length), are counted as malformed and left out; they
-    never stop the check. This is ml/serve/prediction_log.py's layout read tolerantly and
+    label and confidence, or that `check` (the task's `drift_record_problem`: text or its
+    length; an image's statistics) rejects, are counted as malformed and left out; they never
+    stop the check. This is ml/serve/prediction_log.py's layout read tolerantly and
     through fsspec (the serving reader is local-only and drops bad lines without counting)."""
     import pandas as pd
 
@@ -181,17 +184,16 @@ def read_log_window(
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     bad(where, "not valid JSON")
                     continue
-                problem = _valid_record(record)
+                problem = _valid_record(record, check)
                 if problem:
                     bad(where, problem)
                     continue
                 rows.append(record)
     frame = pd.DataFrame(rows)
     if frame.empty:
-        frame = pd.DataFrame(columns=["ts", "text", "text_length", "label", "confidence"])
-    for column in ("text", "text_length", "model_version"):
-        if column not in frame.columns:
-            frame[column] = None
+        frame = pd.DataFrame(columns=["ts", "label", "confidence"])
+    if "model_version" not in frame.columns:
+        frame["model_version"] = None
     ts = pd.to_datetime(frame["ts"], utc=True, errors="coerce", format="ISO8601")
     for index in frame.index[ts.isna()]:
         bad(f"record {index}", f"ts {frame.at[index, 'ts']!r} is not an ISO-8601 time")
@@ -213,82 +215,7 @@ def read_log_window(
     )
 
 
-# --- features -----------------------------------------------------------------------------------
-
-
-def tokens(text: str) -> list[str]:
-    return _TOKEN.findall(text.lower())
-
-
-def document_frequency(texts: Iterable[str]) -> Counter[str]:
-    """In how many texts each word token occurs (the reference vocabulary)."""
-    counts: Counter[str] = Counter()
-    for text in texts:
-        counts.update(set(tokens(text)))
-    return counts
-
-
-def oov_rates(texts: Sequence[str | None], vocabulary: Counter[str], leave_one_out: bool = False):
-    """Share of each text's word tokens that are not in the vocabulary (NaN without text).
-
-    With leave_one_out (for the reference texts themselves) a token counts as unseen when no
-    *other* reference text has it, so the reference is not scored against its own words."""
-    import numpy as np
-
-    floor = 1 if leave_one_out else 0
-    out = np.full(len(texts), np.nan)
-    for i, text in enumerate(texts):
-        if text is None:
-            continue
-        words = tokens(text)
-        if words:
-            out[i] = sum(vocabulary.get(w, 0) <= floor for w in words) / len(words)
-        else:
-            out[i] = 0.0
-    return out
-
-
-def window_features(window: pd.DataFrame, vocabulary: Counter[str]) -> pd.DataFrame:
-    """text_length, oov_rate, label, confidence for every record of the window."""
-    import pandas as pd
-
-    texts = [t if isinstance(t, str) else None for t in window["text"]]
-    logged = pd.to_numeric(window["text_length"], errors="coerce")
-    length = pd.Series([len(t) if t is not None else None for t in texts], dtype=float)
-    return pd.DataFrame(
-        {
-            "text_length": length.fillna(logged.reset_index(drop=True)).to_numpy(),
-            "oov_rate": oov_rates(texts, vocabulary),
-            "label": window["label"].astype(str).to_numpy(),
-            "confidence": window["confidence"].astype(float).to_numpy(),
-        }
-    )
-
-
-def embedding_sample(texts: Sequence[str | None], size: int, seed: int) -> list[int]:
-    """Indices of a seeded sample (without replacement) of the rows that have text."""
-    import numpy as np
-
-    present = [i for i, t in enumerate(texts) if isinstance(t, str) and t]
-    if len(present) <= size:
-        return present
-    chosen = np.random.default_rng(seed).choice(len(present), size=size, replace=False)
-    return sorted(present[i] for i in chosen)
-
-
 # --- scores and decision ------------------------------------------------------------------------
-
-
-@dataclass
-class Signal:
-    name: str
-    method: str
-    score: float | None
-    threshold: float
-    drifted: bool
-    available: bool = True
-    rows: int = 0
-    note: str = ""
 
 
 @dataclass
@@ -319,88 +246,6 @@ def decide(signals: Sequence[Signal], valid_rows: int, min_window: int) -> Decis
         )
     checked = [s.name for s in signals if s.available]
     return Decision("no_drift", [f"no signal above its threshold ({', '.join(checked)})"])
-
-
-def embedding_signal(
-    reference: np.ndarray, current: np.ndarray, threshold: float, min_rows: int
-) -> Signal:
-    """Evidently's MMD embedding-drift method (called directly: the EmbeddingsDrift metric
-    always computes a t-SNE plot, ~20 s for a few hundred rows on 2 cores)."""
-    import pandas as pd
-    from evidently.legacy.metrics.data_drift.embedding_drift_methods import mmd
-
-    if len(current) < min(min_rows, 10) or len(reference) < 10:
-        return Signal(
-            "embedding",
-            "mmd",
-            None,
-            threshold,
-            False,
-            False,
-            len(current),
-            "too few texts in the window (text logging off?)",
-        )
-    score, _, _ = mmd(threshold=threshold)(pd.DataFrame(current), pd.DataFrame(reference))
-    score = float(score)
-    return Signal("embedding", "mmd", score, threshold, score > threshold, True, len(current))
-
-
-def column_report(
-    reference: pd.DataFrame, current: pd.DataFrame, thresholds: DriftThresholds
-) -> tuple[Any, list[Signal]]:
-    """An Evidently Report with one ValueDrift per available column signal; (snapshot, signals).
-    A column absent on either side (no text logged; no reference predictions) is unavailable."""
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
-
-    signals: list[Signal] = []
-    metrics, used = [], []
-    for name, method in COLUMN_SIGNALS.items():
-        threshold = float(getattr(thresholds, name))
-        ref, cur = reference[name].dropna(), current[name].dropna()
-        if len(ref) < 10 or len(cur) < 10:
-            note = "no reference values" if len(ref) < 10 else "no values in the window"
-            signals.append(Signal(name, method, None, threshold, False, False, len(cur), note))
-            continue
-        metrics.append(ValueDrift(column=name, method=method, threshold=threshold))
-        used.append(name)
-    if not metrics:
-        return None, signals
-    numeric = [c for c in used if c != "label"]
-    definition = DataDefinition(
-        numerical_columns=numeric, categorical_columns=[c for c in used if c == "label"]
-    )
-
-    def dataset(frame: pd.DataFrame):
-        frame = frame[used].copy()
-        if "label" in used:
-            frame["label"] = frame["label"].astype(str)
-        return Dataset.from_pandas(frame, data_definition=definition)
-
-    snapshot = Report(metrics, include_tests=True).run(
-        current_data=dataset(current), reference_data=dataset(reference)
-    )
-    values = {}
-    for metric in snapshot.dict()["metrics"]:
-        config = metric.get("config", {})
-        if config.get("type", "").endswith("ValueDrift"):
-            values[config["column"]] = float(metric["value"])
-    for name in used:
-        threshold = float(getattr(thresholds, name))
-        score = values[name]
-        signals.append(
-            Signal(
-                name,
-                COLUMN_SIGNALS[name],
-                score,
-                threshold,
-                score >= threshold,
-                True,
-                int(current[name].notna().sum()),
-            )
-        )
-    order = {name: i for i, name in enumerate(COLUMN_SIGNALS)}
-    return snapshot, sorted(signals, key=lambda s: order[s.name])
 
 
 # --- the stage ----------------------------------------------------------------------------------
@@ -437,57 +282,42 @@ def log_location(settings: Settings, override: str | None = None) -> str:
     return location if "://" in location else str(settings.path(location))
 
 
-def check_drift(
-    settings: Settings,
-    window: LogWindow,
-    reference: Any | None,
-    embed: Callable[[list[str]], np.ndarray] | None = None,
-    write: bool = True,
-) -> DriftResult:
-    """Score a window against a reference (ml.monitor.reference.Reference), decide, and (with
-    `write`) save the Evidently HTML report and the JSON summary under monitor.report_dir."""
-    import numpy as np
+def score_window(
+    settings: Settings, frame: pd.DataFrame, reference: Reference, embed: Any = None
+) -> tuple[Any, list[Signal], dict[str, Any], dict[str, float]]:
+    """The task's features of the window scored against the reference: (Evidently snapshot,
+    signals, the task's window facts, timings). `embed` replaces the task's encoder (tests)."""
+    from ml.tasks import task_of
 
     cfg = settings.monitor
-    timings: dict[str, float] = {}
+    task = task_of(settings)
+    features = task.drift_features(frame, settings, reference, embed=embed)
+    timings = dict(features.timings)
     started = time.perf_counter()
-    frame = window.frame
-    texts = [t if isinstance(t, str) else None for t in frame["text"]]
-    signals: list[Signal] = []
-    snapshot = None
-    valid = len(frame)
-    if valid >= cfg.min_window:
-        if reference is None:
-            raise MonitorError("a window of this size needs a reference; none was given")
-        features = window_features(frame, reference.vocabulary)
-        timings["features"] = time.perf_counter() - started
-        t0 = time.perf_counter()
-        chosen = embedding_sample(texts, cfg.embedding_sample, cfg.seed)
-        if embed is None:
-            from ml.monitor.reference import embed_texts
-
-            def embed(batch: list[str]) -> np.ndarray:
-                return embed_texts(batch, cfg.embedding_model, cfg.embedding_max_length)
-
-        current_emb = (
-            embed([texts[i] for i in chosen]) if chosen else np.zeros((0, 1), dtype=np.float32)
+    signals = [
+        embedding_signal(
+            reference.embeddings,
+            features.embeddings,
+            cfg.thresholds.embedding,
+            cfg.min_window,
+            features.note,
+            cfg.embedding_reference_sample,
+            cfg.seed,
         )
-        timings["embedding"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        signals.append(
-            embedding_signal(
-                reference.embeddings, current_emb, cfg.thresholds.embedding, cfg.min_window
-            )
-        )
-        timings["mmd"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        snapshot, column_signals = column_report(reference.features, features, cfg.thresholds)
-        signals.extend(column_signals)
-        timings["evidently"] = time.perf_counter() - t0
-    decision = decide(signals, valid, cfg.min_window)
+    ]
+    timings["mmd"] = time.perf_counter() - started
+    started = time.perf_counter()
+    snapshot, column_signals = column_report(reference, features.columns, cfg.thresholds)
+    timings["evidently"] = time.perf_counter() - started
+    return snapshot, signals + column_signals, features.info, timings
 
-    versions = frame["model_version"].dropna().astype(str).value_counts().to_dict()
-    window_info = {
+
+def _window_info(
+    settings: Settings, window: LogWindow, signals: list[Signal], facts: dict[str, Any]
+) -> dict[str, Any]:
+    frame, valid = window.frame, len(window.frame)
+    texts = frame.get("text", ())
+    return {
         "source": window.source,
         "since": window.since,
         "last_n": window.last_n,
@@ -496,16 +326,41 @@ def check_drift(
         "valid_records": valid,
         "malformed_records": window.malformed,
         "malformed_examples": window.malformed_examples,
-        "records_with_text": sum(t is not None for t in texts),
+        # The CLI prints it for every task (0 where the log holds no texts).
+        "records_with_text": sum(isinstance(t, str) for t in texts),
+        **facts,
         "embedded_sample": next((s.rows for s in signals if s.name == "embedding"), 0),
         "first_ts": frame["ts"].min().isoformat() if valid else None,
         "last_ts": frame["ts"].max().isoformat() if valid else None,
-        "model_versions": versions,
-        "min_window": cfg.min_window,
+        "model_versions": frame["model_version"].dropna().astype(str).value_counts().to_dict(),
+        "min_window": settings.monitor.min_window,
     }
+
+
+def check_drift(
+    settings: Settings,
+    window: LogWindow,
+    reference: Reference | None,
+    embed: Any = None,
+    write: bool = True,
+) -> DriftResult:
+    """Score a window against a reference (ml.monitor.reference.load_reference), decide, and
+    (with `write`) save the Evidently HTML report and the JSON summary under monitor.report_dir.
+    `embed` replaces the task's encoder (text: texts -> embeddings), for tests and benchmarks."""
+    cfg = settings.monitor
+    started = time.perf_counter()
+    signals: list[Signal] = []
+    snapshot, facts, timings = None, {}, {}
+    valid = len(window.frame)
+    if valid >= cfg.min_window:
+        if reference is None:
+            raise MonitorError("a window of this size needs a reference; none was given")
+        snapshot, signals, facts, timings = score_window(settings, window.frame, reference, embed)
+    decision = decide(signals, valid, cfg.min_window)
+    window_info = _window_info(settings, window, signals, facts)
     summary_path = html_path = None
     if write:
-        from ml.io import atomic_path, write_json
+        from ml.io import atomic_path
 
         out_dir = settings.path(cfg.report_dir)
         summary_path = out_dir / "summary.json"
@@ -528,6 +383,8 @@ def check_drift(
         {k: round(v, 3) for k, v in timings.items()},
     )
     if write and summary_path is not None:
+        from ml.io import write_json
+
         write_json(summary_path, {"checked_at": datetime.now(UTC).isoformat(), **result.to_dict()})
     return result
 
@@ -563,12 +420,14 @@ def monitor_drift(
 ) -> DriftResult:
     """The `ml monitor drift` stage: read the window, load (or build) the reference, check."""
     from ml.monitor.reference import load_reference
+    from ml.tasks import task_of
 
     cfg = settings.monitor
     window = read_log_window(
         log_location(settings, log_dir),
         since if since is not None else cfg.window_since,
         last_n if last_n is not None else cfg.window_last_n,
+        check=task_of(settings).drift_record_problem,
     )
     # Too few records is decided before the (possibly slow) reference is built or loaded.
     enough = len(window.frame) >= cfg.min_window
