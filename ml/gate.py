@@ -5,8 +5,11 @@ property-tested. `gate` is the stage: it loads the challenger and the champion f
 evaluates both on the same holdout with the same code, decides, writes reports/gate.json and
 records the decision on the challenger's version (promote reads it).
 
+Nothing here depends on the task: both models are scored by ml.evaluate on the same holdout,
+and the rules read only the metrics.
+
 Rules: data validation passed; behavioural checks pass (at the configured rate; skipped checks,
-e.g. for another label set, do not fail); and then either
+e.g. for another label set, and a task without behavioural checks do not fail); and then either
   - with a champion: challenger weighted F1 >= champion weighted F1 - f1_tolerance, and no
     class's F1 drops by more than max_class_f1_drop;
   - without one: every configured floor is reached.
@@ -126,6 +129,10 @@ def decide(
 
 def _behavioural_check(result: dict[str, Any], config: GateSettings) -> Check:
     status = result.get("status", "skipped")
+    if status == "not_applicable":
+        return Check(
+            "behavioural", True, f"behavioural checks not applicable: {result.get('reason', '')}"
+        )
     if status == "skipped":
         return Check("behavioural", True, f"behavioural checks skipped: {result.get('reason', '')}")
     rate = result.get("pass_rate")
@@ -149,7 +156,16 @@ def data_validation_status(settings: Settings) -> tuple[bool, dict[str, Any]]:
 
 
 def _headline(evaluation: dict[str, Any]) -> dict[str, Any]:
-    keep = ("overall", "per_class", "confusion_matrix", "slices", "behavioural", "model_labels")
+    keep = (
+        "overall",
+        "per_class",
+        "confusion_matrix",
+        "calibration",
+        "slices",
+        "behavioural",
+        "model_labels",
+        "task",
+    )
     return {k: evaluation[k] for k in keep if k in evaluation}
 
 
@@ -221,7 +237,7 @@ def gate(
     for role, uri in uris.items():
         if uri is None:
             continue
-        predictor = load_registry_model(uri)
+        predictor = load_registry_model(settings, uri)
         evaluation, _ = evaluate_predictor(predictor, holdout, settings, cases)
         evaluations[role] = evaluation
 
@@ -262,6 +278,7 @@ def gate(
             "problems": len(validation.get("problems", [])),
         },
         "holdout_rows": len(holdout),
+        "task": settings.task,
     }
     report_path = settings.path(settings.gate.report)
     write_json(report_path, report)

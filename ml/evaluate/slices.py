@@ -1,61 +1,21 @@
-"""Slicing functions: which holdout rows belong to a named slice (configured in params.yaml).
+"""Slice metrics: each configured slice of the holdout scored with the holdout's own metrics.
 
-A slice is scored with the same metrics as the whole holdout, so a model that is good on
-average but bad on, say, very short texts shows it.
+Which rows a slice holds is the task's (`Task.slice_masks`, ml/tasks/*/evaluation.py: text by
+length or keywords, images by brightness or a group of classes); scoring them is shared.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ml.config import SliceSettings
 
-_WORD = re.compile(r"\w+")
-
-
-def _word_count(text: str) -> int:
-    return len(_WORD.findall(text))
-
-
-def short_text(texts: Sequence[str], spec: SliceSettings) -> np.ndarray:
-    """At most `words` words."""
-    return np.array([_word_count(t) <= spec.words for t in texts], dtype=bool)
-
-
-def long_text(texts: Sequence[str], spec: SliceSettings) -> np.ndarray:
-    """At least `words` words."""
-    return np.array([_word_count(t) >= spec.words for t in texts], dtype=bool)
-
-
-def keywords(texts: Sequence[str], spec: SliceSettings) -> np.ndarray:
-    """Mentions any keyword as a whole word, case-insensitive."""
-    pattern = re.compile(
-        r"\b(?:" + "|".join(re.escape(k) for k in spec.keywords) + r")\b", re.IGNORECASE
-    )
-    return np.array([bool(pattern.search(t)) for t in texts], dtype=bool)
-
-
-SLICING_FUNCTIONS: dict[str, Callable[[Sequence[str], SliceSettings], np.ndarray]] = {
-    "short_text": short_text,
-    "long_text": long_text,
-    "keywords": keywords,
-}
-
-
-def describe(spec: SliceSettings) -> str:
-    if spec.function == "short_text":
-        return f"≤ {spec.words} words"
-    if spec.function == "long_text":
-        return f"≥ {spec.words} words"
-    return "mentions " + ", ".join(spec.keywords)
-
 
 def slice_metrics(
-    texts: Sequence[str],
+    masks: Mapping[str, np.ndarray],
     y_true: Sequence[str],
     y_pred: Sequence[str],
     labels: Sequence[str],
@@ -66,14 +26,17 @@ def slice_metrics(
 
     y_true_arr = np.asarray([str(y) for y in y_true], dtype=object)
     y_pred_arr = np.asarray([str(y) for y in y_pred], dtype=object)
+    total = len(y_true_arr)
     out: dict[str, dict[str, Any]] = {}
     for spec in specs:
-        mask = SLICING_FUNCTIONS[spec.function](texts, spec)
+        mask = np.asarray(masks[spec.name], dtype=bool)
+        if mask.shape != (total,):
+            raise ValueError(f"slice {spec.name!r}: mask of shape {mask.shape}, expected {total}")
         n = int(mask.sum())
         row: dict[str, Any] = {
-            "description": describe(spec),
+            "description": spec.description,
             "num_samples": n,
-            "share": n / len(texts) if len(texts) else 0.0,
+            "share": n / total if total else 0.0,
             "accuracy": None,
             "f1_weighted": None,
             "f1_macro": None,

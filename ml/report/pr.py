@@ -146,6 +146,17 @@ def _headline_section(inputs: PrReportInputs) -> list[str]:
     return ["### Headline metrics", "", *_table(header, rows, None), ""]
 
 
+def _task_line(inputs: PrReportInputs) -> list[str]:
+    """Which task and model the comment is about (reports written before tasks carry none)."""
+    challenger = _challenger(inputs) or {}
+    task = challenger.get("task") or (inputs.gate or {}).get("task")
+    if not task:
+        return []
+    model = challenger.get("model_uri") or (challenger.get("model") or {}).get("source")
+    where = f", model `{_cell(model)}`" if model else ""
+    return [f"_Task `{_cell(task)}`{where}._", ""]
+
+
 def _gate_section(inputs: PrReportInputs) -> list[str]:
     gate = inputs.gate
     if gate is None:
@@ -252,16 +263,42 @@ def _confusion_section(inputs: PrReportInputs) -> list[str]:
     return _details("Confusion matrix (challenger, holdout)", _table(header, rows, None))
 
 
+def _calibration_section(inputs: PrReportInputs) -> list[str]:
+    challenger = _challenger(inputs)
+    calibration = (challenger or {}).get("calibration")
+    if not calibration:
+        return []
+    rows = [
+        [
+            f"{b['lower']:.2f}-{b['upper']:.2f}",
+            b["count"],
+            _num(b.get("accuracy")),
+            _num(b.get("confidence")),
+        ]
+        for b in calibration.get("reliability", [])
+    ]
+    table = _table(["Confidence", "Rows", "Accuracy", "Mean confidence"], rows, None)
+    return [
+        "### Calibration",
+        "",
+        f"ECE {_num(calibration.get('ece'))} over {calibration.get('bins', len(rows))} "
+        "equal-width confidence bins (lower is better).",
+        "",
+        *_details("Reliability (challenger, holdout)", table),
+    ]
+
+
 def _behavioural_section(inputs: PrReportInputs, cap: int | None) -> list[str]:
     challenger = _challenger(inputs)
     result = (challenger or {}).get("behavioural")
     if not result:
         return []
-    icon = {"passed": "✅", "failed": "❌", "skipped": "⏭️"}
+    icon = {"passed": "✅", "failed": "❌", "skipped": "⏭️", "not_applicable": "⚪"}
+    status = str(result["status"]).replace("_", " ")
     lines = [
         "### Behavioural checks",
         "",
-        f"{icon.get(result['status'], '')} **{result['status']}**: {_cell(result['reason'])}",
+        f"{icon.get(result['status'], '')} **{status}**: {_cell(result['reason'])}",
         "",
     ]
     rows = [
@@ -361,11 +398,13 @@ def render(inputs: PrReportInputs, limit: int = GITHUB_COMMENT_LIMIT) -> str:
                 "",
                 _verdict(inputs),
                 "",
+                *_task_line(inputs),
                 *_headline_section(inputs),
                 *_gate_section(inputs),
                 *_per_class_section(inputs, cap),
                 *_slices_section(inputs, cap),
                 *_confusion_section(inputs),
+                *_calibration_section(inputs),
                 *_behavioural_section(inputs, cap),
                 *_data_section(inputs, cap),
                 *_training_section(inputs),

@@ -10,6 +10,7 @@ from ml.config import SliceSettings
 from ml.evaluate.behavioural import BehaviouralError, load_cases, run_checks
 from ml.evaluate.metrics import classification_metrics, expected_calibration_error
 from ml.evaluate.slices import slice_metrics
+from ml.tasks.text_classification.evaluation import SLICE_FUNCTIONS
 from tests.conftest import REPO_ROOT
 
 
@@ -59,7 +60,8 @@ def test_slices_select_rows_and_score_them():
         SliceSettings(name="bert", function="keywords", keywords=["bert"]),
         SliceSettings(name="empty", function="keywords", keywords=["nothing-matches"]),
     ]
-    result = slice_metrics(texts, ["a", "b", "a"], ["a", "a", "b"], ["a", "b"], specs)
+    masks = {s.name: SLICE_FUNCTIONS[s.function](texts, s) for s in specs}
+    result = slice_metrics(masks, ["a", "b", "a"], ["a", "a", "b"], ["a", "b"], specs)
     assert result["short"]["num_samples"] == 2  # "short one", "Keras CNN"
     assert result["short"]["accuracy"] == 0.5
     assert result["bert"]["num_samples"] == 1  # whole word, case-insensitive
