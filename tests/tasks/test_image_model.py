@@ -269,3 +269,21 @@ def test_a_few_steps_on_real_images_lower_the_loss(real_images) -> None:
     after = loss_now()
     assert after < 0.7 * before, (before, after)
     assert not torch.isnan(torch.tensor(after))
+
+
+def test_train_tiny_image_model_writes_a_model_dir_that_predicts(tmp_path: Path) -> None:
+    from ml.config import load_settings
+    from ml.data.splits import split_path
+    from tests.image_project import make_image_project, train_tiny_image_model
+
+    params = make_image_project(tmp_path / "project", train_rows=300, holdout_rows=100)
+    model_dir = train_tiny_image_model(params, steps=10)
+    assert model_dir == tmp_path / "project" / "models" / "model"
+    settings = load_settings(params, environ={})
+    settings.root = params.parent
+    task = get_task("image-classification")
+    test = task.read_split(settings, split_path(settings, "test"))
+    predictor = task.load_predictor(model_dir)
+    probabilities = predictor.predict_proba(test.inputs)
+    assert probabilities.shape == (len(test), 10)
+    assert predictor.features(test.inputs[:3]).shape == (3, settings.image.hidden)
