@@ -287,3 +287,14 @@ def test_train_tiny_image_model_writes_a_model_dir_that_predicts(tmp_path: Path)
     probabilities = predictor.predict_proba(test.inputs)
     assert probabilities.shape == (len(test), 10)
     assert predictor.features(test.inputs[:3]).shape == (3, settings.image.hidden)
+
+
+def test_tune_space_is_dropout_and_feature_width_of_valid_params() -> None:
+    from ml.config import override
+
+    config = settings()
+    space = get_task("image-classification").tune_space(config)
+    assert space == {"model.dropout": [0.0, 0.1, 0.2], "image.hidden": [64, 128, 256]}
+    trial = override(config, {"model": {"dropout": 0.2}, "image": {"hidden": 64}}, "test")
+    module, _ = image_model.build_model(trial, LABELS)
+    assert module.arch.hidden == 64 and module.arch.dropout == 0.2

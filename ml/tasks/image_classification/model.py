@@ -95,6 +95,15 @@ def preprocessor(settings: Settings) -> ImageTransform:
     return ImageTransform.of(settings)
 
 
+def tune_space(settings: Settings) -> dict[str, list[Any]]:
+    """`ml tune`'s image dimensions beside lr, batch size and epochs: dropout and the width of
+    the feature layer."""
+    return {
+        "model.dropout": list(settings.tune.dropout),
+        "image.hidden": list(settings.tune.hidden),
+    }
+
+
 def build_model(settings: Settings, labels: list[str]) -> tuple[Any, ImageTransform]:
     """A freshly initialised CNN for `labels`, sized by params.image, and its transform."""
     from ml.tasks.image_classification.cnn import ImageCNN
