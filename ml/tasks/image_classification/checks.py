@@ -132,9 +132,11 @@ def decode_split(
         found = _check_labels(labels, f"{name}_labels")
         out.problems += found
         out.labels = None if found else labels.astype("int64")
-    for array, role in ((out.images, name), (out.labels, f"{name}_labels")):
+    for attribute, role in (("images", name), ("labels", f"{name}_labels")):
+        array = getattr(out, attribute)
         if array is not None and len(array) == 0:
             out.problems.append(Problem("empty_file", role, "the file holds no rows", 0))
+            setattr(out, attribute, None)
     if out.images is not None and out.labels is not None and len(out.images) != len(out.labels):
         n_images, n_labels = len(out.images), len(out.labels)
         out.problems.append(

@@ -103,7 +103,7 @@ def encode(array: np.ndarray) -> bytes:
         raise ValueError(f"IDX cannot hold dtype {array.dtype}")
     big = np.dtype(TYPE_CODES[code])
     header = struct.pack(">HBB", 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    return gzip.compress(header + array.astype(big, copy=False).tobytes(), mtime=0)
+    return gzip.compress(header + array.astype(big, copy=False).tobytes(), 6, mtime=0)
 
 
 def write(path: Path, array: np.ndarray) -> None:
