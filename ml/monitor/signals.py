@@ -121,8 +121,9 @@ def reference_split_path(settings: Settings, name: str) -> Path:
     path = split_path(settings, name) if name in SPLITS else splits_dir(settings) / name
     if not path.is_file():
         raise MonitorError(
-            f"reference split {path} not found; run `ml data split` first (monitor.reference_"
-            "splits / prediction_reference_split name split files: train, val, or a file name)"
+            f"reference split {path} not found; run `ml data split` first, or name this task's "
+            f"splits in monitor.reference_splits / prediction_reference_split ({', '.join(SPLITS)}"
+            f" are data/splits/<name>{split_path(settings, 'train').suffix})"
         )
     return path
 
