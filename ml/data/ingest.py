@@ -48,7 +48,8 @@ def _fetch(origin: str, destination: Path) -> None:
             raise IngestError(
                 f"could not download {origin}: {exc}. If this machine is offline, set "
                 "ML_DATA_MIRROR to a local folder holding the same file names "
-                "(for example ML_DATA_MIRROR=../shared/data/madewithml)."
+                "(for example ML_DATA_MIRROR=../shared/data/madewithml, or "
+                "../shared/data/fashion-mnist for configs/fashion-mnist.yaml)."
             ) from exc
     else:
         source = Path(origin)

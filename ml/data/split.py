@@ -18,9 +18,6 @@ if TYPE_CHECKING:
 
     from ml.config import Settings
 
-# The text task's split file names; other code asks ml.data.splits.split_path.
-SPLIT_FILES = ("train.csv", "val.csv", "test.csv")
-
 
 class SplitError(UserError):
     """The split cannot be made; the message says why and what to do."""
