@@ -31,27 +31,26 @@ sys.path.insert(0, str(ROOT))
 
 
 def plain_pytorch(settings, rows: int | None, epochs: int, device: str) -> dict:
+    """The task's model trained by the core loop alone, in this process (no Ray, no MLflow)."""
     import torch
 
-    from ml.train import loop
-    from ml.train.model import build_model, save_model
-    from ml.train.ray_train import read_split, split_paths
+    from ml.tasks import task_of
+    from ml.train import inputs, loop
 
-    paths = split_paths(settings)
-    labels = json.loads(paths["labels"].read_text())["labels"]
-    train = read_split(settings, paths["train"], labels, rows)
-    val = read_split(settings, paths["val"], labels)
+    task = task_of(settings)
+    paths = inputs.split_paths(settings)
+    labels = inputs.read_labels(paths)
+    train = inputs.read_split(settings, paths["train"], labels, rows)
+    val = inputs.read_split(settings, paths["val"], labels)
     if device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     cfg = settings.train
     loop.set_seed(cfg.seed)
-    model, tokenizer = build_model(settings.model.base, labels, settings.model.dropout)
+    model, preprocessor = task.build_model(settings, labels)
     model.to(device)
     encoded, encoded_val = (
-        loop.encode_frame(
-            tokenizer, frame["text"].tolist(), frame["label"].tolist(), settings.model.max_length
-        )
-        for frame in (train, val)
+        {**task.encode(preprocessor, split.inputs, settings), loop.LABEL_COLUMN: split.label_ids}
+        for split in (train, val)
     )
     optimizer = loop.make_optimizer(model, cfg.lr, cfg.weight_decay)
     steps = loop.steps_per_epoch(len(train), cfg.batch_size)
@@ -63,6 +62,7 @@ def plain_pytorch(settings, rows: int | None, epochs: int, device: str) -> dict:
             loop.iterate_batches(encoded, cfg.batch_size, True, cfg.seed, epoch),
             optimizer,
             scheduler,
+            collate=task.collate,
             device=device,
             label_smoothing=cfg.label_smoothing,
             grad_clip=cfg.grad_clip,
@@ -72,19 +72,23 @@ def plain_pytorch(settings, rows: int | None, epochs: int, device: str) -> dict:
         samples += stats["samples"]
         # What any training script does each epoch: score the validation split.
         probabilities, targets, loss_sum = loop.predict_batches(
-            model, loop.iterate_batches(encoded_val, 64, False), device=device
+            model, loop.iterate_batches(encoded_val, 64, False), collate=task.collate, device=device
         )
-        val_f1 = loop.classification_metrics(probabilities, targets, loss_sum)["val_f1"]
+        scores = loop.classification_metrics(probabilities, targets, loss_sum)
         print(
             f"plain epoch {epoch + 1}/{epochs}: {stats['samples'] / stats['seconds']:.1f} "
-            f"samples/s, loss {stats['loss']:.4f}, val_f1 {val_f1:.4f}",
+            f"samples/s, loss {stats['loss']:.4f}, val_f1 {scores['val_f1']:.4f}, "
+            f"val_acc {scores['val_accuracy']:.4f}",
             flush=True,
         )
     with tempfile.TemporaryDirectory() as tmp:
-        save_model(model, tokenizer, labels, Path(tmp) / "model", settings.model.max_length)
+        meta = {"task": task.name, "labels": labels}
+        task.save_model(model, preprocessor, labels, Path(tmp) / "model", meta)
     return {
         "train_s": train_seconds,
         "samples_per_s": samples / train_seconds,
+        "val_accuracy": scores["val_accuracy"],
+        "val_f1": scores["val_f1"],
     }
 
 
@@ -291,14 +295,15 @@ def write_report(path: Path, args, runs: list[tuple[str, dict]], ray_note: str) 
         f"- Machine: {platform.machine()}, {os.cpu_count()} CPU cores"
         + (f", GPU {torch.cuda.get_device_name(0)}" if args.device == "cuda" else ", no GPU")
         + f"; torch {torch.__version__}.",
-        f"- Same model ({args.model}), data ({args.train_rows} train rows), global batch "
-        f"{args.batch_size}, max length {args.max_length}, {args.epochs} epoch(s)"
+        f"- Task `{args.task}` (`--params {os.path.relpath(args.params, ROOT)}`). Same model "
+        f"({args.model}), data ({args.train_rows} train rows), global batch "
+        f"{args.batch_size}, {args.epochs} epoch(s)"
         + (", bf16 autocast" if args.device == "cuda" else ", fp32")
         + ".",
         f"- Plain PyTorch: one process, {plain[0]['threads']} threads; it trains, scores the "
         "validation split every epoch and saves the model at the end. `ml train`: "
-        f"{args.workers} Ray Train worker(s) ({args.cpus_per_worker:g} CPU each on CPU; DDP "
-        "when more than one), Ray Data tokenizes the splits (`train.data_sharding: "
+        f"{args.workers} Ray Train worker(s) (`train.cpus_per_worker: {args.cpus_per_worker}`; "
+        "DDP when more than one), Ray Data encodes the splits (`train.data_sharding: "
         f"{args.data_sharding}`), a checkpoint every epoch, MLflow logging, model dir + MLflow "
         "model at the end; the embedded local Ray as `ml train` starts it (no dashboard, "
         "`EmbeddedTorchTrainer`).",
@@ -350,7 +355,7 @@ def write_report(path: Path, args, runs: list[tuple[str, dict]], ray_note: str) 
         ]
         phases = {
             "prepare_s": "read splits, check base model (before Ray starts)",
-            "tokenize_s": "Ray Data tokenizing",
+            "encode_s": "Ray Data encoding the splits (tokenizing; pixels)",
             "worker_start_s": "fit() to the train function running in the worker",
             "model_load_s": "build the model in the worker",
             "fit_s": "all of trainer.fit() (includes the two above and every epoch)",
@@ -426,6 +431,17 @@ def cpu_table(plain: list[dict], ray: list[dict]) -> list[str]:
     return lines
 
 
+def describe_model(settings) -> str:
+    """The model as the report names it (the params that size it)."""
+    if settings.task == "text-classification":
+        return f"{settings.model.base}, max length {settings.model.max_length}"
+    image = settings.image
+    return (
+        f"CNN, conv channels {image.conv_channels}, hidden {image.hidden}, "
+        f"{image.height}x{image.width} images"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -453,17 +469,17 @@ def main() -> None:
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: no CUDA device visible to torch")
     args.workers = args.workers or (1 if args.device == "cuda" else settings.train.num_workers)
-    args.model, args.batch_size = settings.model.base, settings.train.batch_size
-    args.max_length = settings.model.max_length
+    args.batch_size = settings.train.batch_size
     args.epochs = args.epochs or settings.train.epochs
     args.data_sharding = settings.train.data_sharding
     args.cpus_per_worker = settings.train.cpus_per_worker
 
-    from ml.train.ray_train import read_split, split_paths
+    from ml.train import inputs
 
-    paths = split_paths(settings)
-    labels = json.loads(paths["labels"].read_text())["labels"]
-    args.train_rows = len(read_split(settings, paths["train"], labels, args.rows))
+    paths = inputs.split_paths(settings)
+    labels = inputs.read_labels(paths)
+    args.train_rows = len(inputs.read_split(settings, paths["train"], labels, args.rows))
+    args.task, args.model = settings.task, describe_model(settings)
     note = ""
     try:
         import mlflow  # noqa: F401

@@ -1,6 +1,10 @@
-"""The framework-free training core: tokenising, batching, optimiser/schedule, one epoch of
+"""The framework-free, task-agnostic training core: batching, optimiser/schedule, one epoch of
 training, evaluation. Plain torch only, so a machine without Ray or MLflow (a GPU box running the
-benchmark) uses exactly the code that `ml train` runs inside its Ray workers."""
+benchmark) uses exactly the code that `ml train` runs inside its Ray workers.
+
+What differs between tasks comes in as the task's `collate(batch, device, train)`, which turns a
+batch of encoded arrays into tensors on the device (labels under LABEL_COLUMN); the model's
+forward takes the other tensors as keyword arguments and returns an object with `.logits`."""
 
 from __future__ import annotations
 
@@ -14,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
-# Tokenised columns carried through Ray Data and DataLoaders (token_type_ids are all zeros for a
-# single-segment input, and the model defaults them, so they are not carried).
-TOKEN_COLUMNS = ("input_ids", "attention_mask")
+# The column of a task's encoded split (and of the dict its `collate` returns) holding the label
+# ids; everything else `collate` returns is passed to the model as keyword arguments.
 LABEL_COLUMN = "labels"
+
+# collate(batch, device, train) -> tensors on device: a task's `collate` (ml/tasks/base.py).
+Collate = Callable[[Mapping[str, Any], Any, bool], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -48,118 +54,6 @@ def set_seed(seed: int) -> None:
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
 
 
-def tokenize(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, np.ndarray]:
-    """Token ids padded to max_length (fixed width, so Ray Data blocks stay rectangular);
-    `trim_padding` then cuts each batch to its longest row (dynamic padding)."""
-    encoded = tokenizer(
-        [str(t) for t in texts],
-        padding="max_length",
-        truncation=True,
-        max_length=max_length,
-        return_tensors="np",
-    )
-    return {name: encoded[name].astype(np.int64) for name in TOKEN_COLUMNS}
-
-
-# Tokenizer classes whose tokenizer.json holds their whole pipeline (normaliser, WordPiece,
-# [CLS]/[SEP] template), so the `tokenizers` library alone gives AutoTokenizer's ids.
-_TOKENIZER_JSON_CLASSES = {"BertTokenizer", "BertTokenizerFast"}
-
-
-class TokenizerFile:
-    """A model folder's tokenizer.json run by the `tokenizers` library, callable the way
-    `tokenize` calls a transformers tokenizer (fixed-width padding, truncation, numpy)."""
-
-    def __init__(self, path: str | os.PathLike[str], pad_token: str) -> None:
-        from tokenizers import Tokenizer
-
-        self._tokenizer = Tokenizer.from_file(os.fspath(path))
-        pad_id = self._tokenizer.token_to_id(pad_token)
-        if pad_id is None:
-            raise ValueError(f"{path}: pad token {pad_token!r} is not in the vocabulary")
-        self._pad = (pad_id, pad_token)
-        self._width: int | None = None
-
-    def __call__(
-        self,
-        texts: list[str],
-        *,
-        padding: str,
-        truncation: bool,
-        max_length: int,
-        return_tensors: str,
-    ) -> dict[str, np.ndarray]:
-        if (padding, truncation, return_tensors) != ("max_length", True, "np"):
-            raise NotImplementedError("TokenizerFile pads to max_length and returns numpy only")
-        if self._width != max_length:
-            self._tokenizer.enable_truncation(max_length)
-            self._tokenizer.enable_padding(
-                length=max_length, pad_id=self._pad[0], pad_token=self._pad[1]
-            )
-            self._width = max_length
-        encodings = self._tokenizer.encode_batch(list(texts))
-        return {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64).reshape(
-                len(encodings), max_length
-            ),
-            "attention_mask": np.array(
-                [e.attention_mask for e in encodings], dtype=np.int64
-            ).reshape(len(encodings), max_length),
-        }
-
-
-def load_tokenizer(source: str) -> Any:
-    """The tokenizer of a model folder or Hugging Face id, for `tokenize`.
-
-    A folder whose tokenizer.json is a BERT-style pipeline padded on the right is run by the
-    `tokenizers` library directly (tests check it gives AutoTokenizer's ids): loading it takes
-    0.07 s, where importing transformers for AutoTokenizer costs ~3 s of CPU, paid by every Ray
-    Data worker that tokenises. Anything else goes through AutoTokenizer."""
-    import json
-    from pathlib import Path
-
-    folder = Path(source)
-    try:
-        config = json.loads((folder / "tokenizer_config.json").read_text())
-    except (OSError, ValueError):
-        config = {}
-    pad_token = config.get("pad_token", "[PAD]")
-    if isinstance(pad_token, dict):  # an AddedToken written out in full
-        pad_token = pad_token.get("content", "[PAD]")
-    if (
-        (folder / "tokenizer.json").is_file()
-        and config.get("tokenizer_class") in _TOKENIZER_JSON_CLASSES
-        and config.get("padding_side", "right") == "right"
-    ):
-        return TokenizerFile(folder / "tokenizer.json", pad_token)
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(source)
-
-
-def encode_frame(
-    tokenizer: Any, texts: list[str], label_ids: list[int], max_length: int
-) -> dict[str, np.ndarray]:
-    encoded = tokenize(tokenizer, texts, max_length)
-    encoded[LABEL_COLUMN] = np.asarray(label_ids, dtype=np.int64)
-    return encoded
-
-
-def trim_padding(batch: Mapping[str, Any], device: Any = "cpu") -> dict[str, Any]:
-    """Torch tensors on `device`, with the padded tail shared by every row removed."""
-    import torch
-
-    tensors = {
-        k: v if torch.is_tensor(v) else torch.from_numpy(np.array(v))  # a writable copy
-        for k, v in batch.items()
-        if k in (*TOKEN_COLUMNS, LABEL_COLUMN)
-    }
-    width = int(tensors["attention_mask"].sum(dim=1).max().item()) or 1
-    for name in TOKEN_COLUMNS:
-        tensors[name] = tensors[name][:, :width]
-    return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
-
-
 def iterate_batches(
     encoded: Mapping[str, np.ndarray], batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0
 ) -> Iterator[dict[str, np.ndarray]]:
@@ -174,7 +68,8 @@ def iterate_batches(
 
 
 def make_optimizer(model: Any, lr: float, weight_decay: float) -> Any:
-    """AdamW; biases and LayerNorm weights are not decayed (the usual BERT recipe)."""
+    """AdamW; biases and norm-layer weights (every 1-d parameter) are not decayed (the usual
+    BERT recipe, and as usual for a CNN's biases and batch norms)."""
     import torch
 
     decay, no_decay = [], []
@@ -224,6 +119,7 @@ def train_epoch(
     optimizer: Any,
     scheduler: Any,
     *,
+    collate: Collate,
     device: Any = "cpu",
     label_smoothing: float = 0.1,
     grad_clip: float = 1.0,
@@ -241,7 +137,7 @@ def train_epoch(
     for raw in batches:
         if max_steps is not None and steps >= max_steps:
             break
-        batch = trim_padding(raw, device)
+        batch = collate(raw, device, True)
         labels = batch.pop(LABEL_COLUMN)
         optimizer.zero_grad(set_to_none=True)
         with autocast_context(device, use_bf16):
@@ -270,6 +166,7 @@ def predict_batches(
     model: Any,
     batches: Iterable[Mapping[str, Any]],
     *,
+    collate: Collate,
     device: Any = "cpu",
     use_bf16: bool = False,
     label_smoothing: float = 0.0,
@@ -282,7 +179,7 @@ def predict_batches(
     probabilities, labels, loss_sum = [], [], 0.0
     with torch.inference_mode():
         for raw in batches:
-            batch = trim_padding(raw, device)
+            batch = collate(raw, device, False)
             target = batch.pop(LABEL_COLUMN)
             with autocast_context(device, use_bf16):
                 logits = model(**batch).logits.float()

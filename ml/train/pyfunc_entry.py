@@ -2,6 +2,6 @@
 
 import mlflow
 
-from ml.train.pyfunc import TextClassifierPyfunc
+from ml.train.pyfunc import TaskPyfunc
 
-mlflow.models.set_model(TextClassifierPyfunc())
+mlflow.models.set_model(TaskPyfunc())

@@ -16,16 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ml.config import Settings
-from ml.train.ray_train import (
-    REPORT_ARTIFACT,
-    TrainError,
-    TrainInterrupted,
-    TrainOptions,
-    check_ray_address,
-    interruption,
-    sigterm_as_ctrl_c,
-    write_train_reports,
-)
+from ml.train.cluster import check_ray_address
+from ml.train.errors import TrainError, TrainInterrupted
+from ml.train.interrupt import interruption, sigterm_as_ctrl_c
+from ml.train.ray_train import REPORT_ARTIFACT, TrainOptions, write_train_reports
 
 # How long a stopped job gets to end (Ray sends its entrypoint SIGTERM, then SIGKILL).
 STOP_WAIT_S = 30.0

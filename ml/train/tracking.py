@@ -126,6 +126,16 @@ def mark_interrupted(tracking_uri: str, run_id: str, reason: str) -> None:
     client.set_terminated(run_id, "KILLED")
 
 
+def mark_failed(tracking_uri: str, run_id: str, reason: str) -> None:
+    """End the run as FAILED with the reason as its `failure` tag (a rerun with the same Ray
+    run name still resumes from its checkpoints, in a new MLflow run)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    client.set_tag(run_id, FAILURE_TAG, reason[:500])
+    client.set_terminated(run_id, "FAILED")
+
+
 def find_attempt_run(client: Any, experiment: str, attempt: str, timeout_s: float) -> str:
     """The id of the run tagged with `attempt`, waiting up to timeout_s for it to appear."""
     import time

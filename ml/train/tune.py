@@ -1,4 +1,5 @@
-"""`ml tune`: Ray Tune (ASHA) over lr, batch size, epochs, dropout and max length.
+"""`ml tune`: Ray Tune (ASHA) over lr, batch size, epochs and the task's own dimensions
+(Task.tune_space: the text task's dropout and max length).
 
 Each trial is a Ray Train run (`trainer.fit()` inside the Tune function, the Train V2 way),
 reporting per epoch to Tune through TuneReportCallback so ASHA can stop weak trials early, and
@@ -36,7 +37,11 @@ class TuneResult:
     mlflow_run_id: str
 
 
-def search_space(settings: Settings) -> dict[str, Any]:
+# The dimensions every task shares; a task adds its own (Task.tune_space: dotted params keys).
+SHARED_DIMS = ("lr", "batch_size", "epochs")
+
+
+def search_space(settings: Settings, task_space: dict[str, list[Any]]) -> dict[str, Any]:
     from ray import tune
 
     space = settings.tune
@@ -44,44 +49,80 @@ def search_space(settings: Settings) -> dict[str, Any]:
         "lr": tune.loguniform(min(space.lr), max(space.lr)),
         "batch_size": tune.choice(space.batch_size),
         "epochs": tune.choice(space.epochs),
-        "dropout": tune.choice(space.dropout),
-        "max_length": tune.choice(space.max_length),
+        **{key: tune.choice(list(values)) for key, values in task_space.items()},
     }
 
 
-def settings_for_trial(settings: Settings, config: dict[str, Any]) -> Settings:
-    model = settings.model.model_copy(
-        update={"dropout": float(config["dropout"]), "max_length": int(config["max_length"])}
-    )
-    train = settings.train.model_copy(
-        update={
+def trial_sections(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A trial's config as params sections: {"train": {lr, batch_size, epochs}, "model": ...}."""
+    sections: dict[str, dict[str, Any]] = {
+        "train": {
             "lr": float(config["lr"]),
             "batch_size": int(config["batch_size"]),
             "epochs": int(config["epochs"]),
         }
-    )
-    trial = settings.model_copy(update={"model": model, "train": train})
-    trial.root, trial.provenance = settings.root, settings.provenance
-    return trial
+    }
+    for key, value in config.items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            sections.setdefault(section, {})[name] = value
+    return sections
+
+
+def settings_for_trial(settings: Settings, config: dict[str, Any]) -> Settings:
+    """`settings` with a trial's values, each validated like params.yaml itself."""
+    from ml.config import override
+
+    return override(settings, trial_sections(config), "ml tune trial")
 
 
 def best_params_yaml(config: dict[str, Any], metric: str, value: float) -> str:
     import yaml
 
-    body = {
-        "model": {"dropout": float(config["dropout"]), "max_length": int(config["max_length"])},
-        "train": {
-            "lr": float(config["lr"]),
-            "batch_size": int(config["batch_size"]),
-            "epochs": int(config["epochs"]),
-        },
-    }
     header = (
         f"# Best `ml tune` trial ({metric} {value:.4f}). Use it with\n"
         "#   ml train --params-override THIS_FILE\n"
         "# or copy the values into params.yaml.\n"
     )
-    return header + yaml.safe_dump(body, sort_keys=False)
+    return header + yaml.safe_dump(trial_sections(config), sort_keys=False)
+
+
+def encoded_inputs(
+    settings: Settings, splits: dict[str, Any], task_space: dict[str, list[Any]]
+) -> dict[str, Any]:
+    """Trial preprocessor digest -> (datasets, split_refs): the splits encoded once per
+    distinct preprocessor the trials may use (text: one per max_length), before any trial
+    takes the CPUs."""
+    import itertools
+
+    from ml.tasks import task_of
+    from ml.train import inputs
+
+    task = task_of(settings)
+    keys = list(task_space)
+    by_digest: dict[str, Any] = {}
+    for values in itertools.product(*(task_space[k] for k in keys)):
+        trial = settings_for_trial(
+            settings, _seed_config(settings, dict(zip(keys, values, strict=True)))
+        )
+        preprocessor = task.preprocessor(trial)
+        digest = preprocessor_digest(preprocessor)
+        if digest not in by_digest:
+            by_digest[digest] = inputs.trainer_inputs(trial, preprocessor, splits)
+    return by_digest
+
+
+def _seed_config(settings: Settings, task_values: dict[str, Any]) -> dict[str, Any]:
+    train = settings.train
+    return {"lr": train.lr, "batch_size": train.batch_size, "epochs": train.epochs, **task_values}
+
+
+def preprocessor_digest(preprocessor: Any) -> str:
+    """Equal for preprocessors that encode alike (their pickles are equal)."""
+    import hashlib
+    import pickle
+
+    return hashlib.sha256(pickle.dumps(preprocessor)).hexdigest()
 
 
 def run_tune(
@@ -91,7 +132,6 @@ def run_tune(
     max_rows: int | None = None,
     output: Path | None = None,
 ) -> TuneResult:
-    import json as _json
 
     import mlflow
     from ray import tune
@@ -99,29 +139,30 @@ def run_tune(
     from ray.tune.schedulers import ASHAScheduler
 
     from ml.io import atomic_path
-    from ml.train import ray_train, tracking
-    from ml.train.model import resolve_base_model
+    from ml.tasks import task_of
+    from ml.train import cluster, inputs, tracking
+    from ml.train.worker import WorkerConfig
 
-    paths = ray_train.split_paths(settings)
-    labels = _json.loads(paths["labels"].read_text())["labels"]
-    frames = {
-        name: ray_train.read_split(settings, paths[name], labels, max_rows)
-        for name in ("train", "val")
-    }
-    source = resolve_base_model(settings.model.base)
+    paths = inputs.split_paths(settings)
+    labels = inputs.read_labels(paths)
+    splits = inputs.read_splits(settings, paths, labels, max_rows)
+    task = task_of(settings)
+    task_space = task.tune_space(settings)
+    task.preprocessor(settings)  # a wrong base model fails here, before Ray starts
     tracking_uri, experiment_id = tracking.setup_mlflow(settings)
-    ray_train.init_ray(address or settings.ray.address)
-    # One tokenised copy per max_length choice, made before any trial takes the CPUs.
-    inputs_by_length = {
-        length: ray_train.trainer_inputs(frames, source, length, settings.train.data_sharding)
-        for length in sorted(set(settings.tune.max_length))
-    }
+    embedded = cluster.init_ray(address or settings.ray.address)
+    scaling = cluster.plan_scaling(
+        settings.train,
+        settings.tune.num_workers,
+        False,
+        wait_s=0.0 if embedded else settings.train.cluster_wait_s,
+    )
+    inputs_by_digest = encoded_inputs(settings, splits, task_space)
     storage = settings.ray.storage_path
     storage_path = storage if "://" in storage else str(settings.path(storage).resolve())
     name = time.strftime("tune-%Y%m%d-%H%M%S")
     metric = settings.train.metric
-    num_workers = settings.tune.num_workers
-    train_rows = len(frames["train"])
+    train_rows = len(splits["train"])
 
     with mlflow.start_run(run_name=name) as parent:
         mlflow.set_tags(
@@ -152,16 +193,20 @@ def run_tune(
             )
             for key, value in config.items():
                 client.log_param(run.info.run_id, key, value)
-            worker_config = ray_train._worker_config(
-                trial_settings, labels, train_rows, int(config["epochs"]), False, num_workers
-            )
-            datasets, worker_config["split_refs"] = inputs_by_length[int(config["max_length"])]
-            trainer = ray_train.make_trainer(
+            preprocessor = task_of(trial_settings).preprocessor(trial_settings)
+            datasets, split_refs = inputs_by_digest[preprocessor_digest(preprocessor)]
+            worker_config = WorkerConfig(
                 trial_settings,
-                worker_config,
+                tuple(labels),
+                train_rows,
+                threads_per_worker=scaling.threads_per_worker,
+                split_refs=split_refs,
+            )
+            trainer = cluster.make_trainer(
+                trial_settings,
+                scaling,
+                worker_config.as_loop_config(),
                 datasets,
-                num_workers=num_workers,
-                use_gpu=False,
                 run_name=trial_name,
                 storage_path=storage_path,
                 # Log first: once Tune has the report, ASHA may stop the trial at once.
@@ -182,7 +227,7 @@ def run_tune(
         os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(settings.tune.max_concurrent_trials)
         tuner = tune.Tuner(
             tune.with_resources(trial, TRIAL_DRIVER_RESOURCES),
-            param_space=search_space(settings),
+            param_space=search_space(settings, task_space),
             tune_config=tune.TuneConfig(
                 metric=metric,
                 mode=settings.train.metric_mode,

@@ -5,9 +5,14 @@ the actor, the run silently keeps them all; these tests notice."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from ml.train.ray_train import embedded_trainer_class
+from ml.train.cluster import embedded_trainer_class
+
+# The repository's params: the default task, model and data_sharding (interleave).
+PARAMS_FILE = Path(__file__).resolve().parents[2] / "params.yaml"
 
 
 def default_callbacks(trainer_class: type, datasets: dict) -> set[str]:
@@ -40,12 +45,13 @@ def test_embedded_trainer_drops_only_the_shared_cluster_helpers(datasets, droppe
 STATS_ACTOR_PROBE = """
 import json
 
-import pandas as pd
+import numpy as np
 import ray
 from ray.data._internal.stats import STATS_ACTOR_NAME, STATS_ACTOR_NAMESPACE
 
-from ml.config import ModelSettings
-from ml.train import ray_train
+from ml.config import load_settings
+from ml.tasks import task_of
+from ml.train import cluster, inputs
 
 
 def stats_actor_running() -> bool:
@@ -56,14 +62,15 @@ def stats_actor_running() -> bool:
     return True
 
 
-ray_train.init_ray(None, num_cpus=2, dashboard=False)
-frame = pd.DataFrame({"text": ["a graph network", "image segmentation"], "label": [0, 1]})
-frames = {"train": frame, "val": frame}
-source = ray_train.check_base_model(ModelSettings().base)
+cluster.init_ray(None, num_cpus=2, dashboard=False)
+settings = load_settings(PARAMS)
+split = inputs.Split(["a graph network", "image segmentation"], np.array([0, 1]))
+splits = {"train": split, "val": split}
+preprocessor = task_of(settings).preprocessor(settings)
 found = {}
-_, shared = ray_train.trainer_inputs(frames, source, 16, "interleave")
+_, shared = inputs.trainer_inputs(settings, preprocessor, splits)
 found["running_after_shared"] = stats_actor_running()
-_, private = ray_train.trainer_inputs(frames, source, 16, "interleave", private_ray=True)
+_, private = inputs.trainer_inputs(settings, preprocessor, splits, private_ray=True)
 found["running_after_private"] = stats_actor_running()
 found["labels"] = ray.get(private["train"])["labels"].tolist()
 print("FOUND " + json.dumps(found))
@@ -81,7 +88,7 @@ def test_private_ray_stops_ray_data_stats_actor_once_the_splits_are_stored(tmp_p
     from tests.engines import engine_env
 
     done = subprocess.run(
-        [sys.executable, "-c", STATS_ACTOR_PROBE],
+        [sys.executable, "-c", STATS_ACTOR_PROBE.replace("PARAMS", repr(str(PARAMS_FILE)))],
         cwd=tmp_path,
         env=engine_env(),
         capture_output=True,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ml.train.ray_train import interleave_plan, interleaved_shard
+from ml.train.worker import interleave_plan, interleaved_shard
 
 
 @given(

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.train import loop
-from ml.train.model import ModelError, resolve_base_model
-from ml.train.ray_train import check_base_model
+from ml.tasks.text_classification import tokenizer as loop
+from ml.tasks.text_classification.model import check_base_model, resolve_base_model
+from ml.train.model import ModelError
 
 EDGE_CASES = [
     "",

@@ -84,8 +84,10 @@ def test_tiny_run_tracks_to_mlflow_server_and_model_round_trips(tmp_path, mlflow
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from ml.train.model import TextClassifier
+    from ml.tasks import get_task
+    from ml.train.model import read_meta
 
+    task = get_task("text-classification")
     make_project(tmp_path, epochs=2, tracking_uri=mlflow_server)
     done = run_ml(["--params", "params.yaml", "train", "--run-name", "tiny"], tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -116,12 +118,13 @@ def test_tiny_run_tracks_to_mlflow_server_and_model_round_trips(tmp_path, mlflow
 
     # The model dir, the MLflow pyfunc model and the best checkpoint agree on predictions.
     texts = texts_of(tmp_path, "test")
-    local = TextClassifier.load(report["model_dir"])
+    assert read_meta(report["model_dir"])["task"] == "text-classification"
+    local = task.load_predictor(Path(report["model_dir"]))
     probabilities = local.predict_proba(texts)
     assert probabilities.shape == (len(texts), 4)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
-    checkpoint = TextClassifier.load(Path(report["checkpoint"]) / "model")
+    checkpoint = task.load_predictor(Path(report["checkpoint"]) / "model")
     np.testing.assert_allclose(checkpoint.predict_proba(texts), probabilities, atol=1e-5)
 
     mlflow.set_tracking_uri(mlflow_server)
@@ -298,8 +301,37 @@ def test_more_worker_cpus_than_the_machine_has_is_an_error_not_a_hang(tmp_path):
     make_project(tmp_path, num_workers=(os.cpu_count() or 2) + 1)
     done = run_ml(["--params", "params.yaml", "train"], tmp_path, timeout=120)
     assert done.returncode != 0 and "Traceback" not in done.stderr
-    assert f"need {(os.cpu_count() or 2) + 1} CPUs" in done.stderr
+    assert f"need CPU {(os.cpu_count() or 2) + 1} in all" in done.stderr
     assert "train.num_workers" in done.stderr
+
+
+def test_a_request_no_node_fits_fails_fast_on_a_two_node_cluster(tmp_path, ray_cluster):
+    """On the PR loop's cluster (two 1-CPU nodes) a 2-CPU worker fits no node: `ml train`
+    says so with the numbers after the bounded wait, instead of Ray Train waiting for the
+    worker group forever. `auto` gives each worker the 1 CPU a node has, so 3 workers need
+    3 nodes of the 2 there are."""
+    address = ["--params", "params.yaml", "train", "--address", ray_cluster.gcs_address]
+    make_project(
+        tmp_path, num_workers=1, extra={"train": {"cpus_per_worker": 2, "cluster_wait_s": 3}}
+    )
+    started = time.monotonic()
+    done = run_ml(address, tmp_path, timeout=180)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    error = " ".join(done.stderr.split())
+    assert "1 worker(s) x {CPU 2} need CPU 2 in all, each worker on ONE node" in error, error
+    assert "2 node(s) hold 0 such worker(s)" in error
+    assert "node 1: CPU 1" in error and "node 2: CPU 1" in error
+    assert "waited 3 s" in error and "train.cpus_per_worker" in error
+    assert time.monotonic() - started < 150
+
+    make_project(
+        tmp_path, num_workers=3, extra={"train": {"cpus_per_worker": "auto", "cluster_wait_s": 0}}
+    )
+    done = run_ml(address, tmp_path, timeout=180)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    error = " ".join(done.stderr.split())
+    assert "3 worker(s) x {CPU 1} need CPU 3 in all" in error, error
+    assert "2 node(s) hold 2 such worker(s)" in error
 
 
 def test_import_cli_stays_light():
