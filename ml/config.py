@@ -478,8 +478,12 @@ def override(settings: Settings, values: Mapping[str, Any], source: str) -> Sett
     return updated
 
 
+# What `ml tune` writes and `ml train --params-override` may change: the model's own settings.
+TUNED_SECTIONS = ("model", "train", "image")
+
+
 def override_from_file(
-    settings: Settings, path: Path, sections: Collection[str] = ("model", "train")
+    settings: Settings, path: Path, sections: Collection[str] = TUNED_SECTIONS
 ) -> Settings:
     """`override` with the given sections of a params file (e.g. `ml train --params-override`)."""
     if not path.is_file():

@@ -107,7 +107,7 @@ def test_the_environment_and_an_override_file_use_the_same_overlay(tmp_path):
     assert tuned.train.lr == 0.001 and tuned.provenance["train.lr"] == str(best)
     assert tuned.data.mirror == "/m" and tuned.provenance["data.mirror"] == "env ML_DATA_MIRROR"
     best.write_text("serve:\n  port: 1\n")
-    with pytest.raises(ConfigError, match="only model/train sections"):
+    with pytest.raises(ConfigError, match="only model/train/image sections"):
         override_from_file(settings, best)
     with pytest.raises(ConfigError, match="not found"):
         override_from_file(settings, tmp_path / "missing.yaml")

@@ -45,7 +45,10 @@ def train(
         int | None, typer.Option(help="use at most this many train/val rows (smoke runs)")
     ] = None,
     params_override: Annotated[
-        Path | None, typer.Option(help="params file whose model/train sections win (ml tune)")
+        Path | None,
+        typer.Option(
+            help="params file whose model/train/image sections win (ml tune's best params)"
+        ),
     ] = None,
 ) -> None:
     """Train the task's model with Ray Train (DDP), tracked in MLflow; writes the model dir
