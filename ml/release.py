@@ -38,10 +38,13 @@ from ml.release_checks import (
 
 __all__ = ["ReleaseError", "ReleaseResult", "Terminated", "release", "smoke_test"]
 
+# What `smoke_test` sends when no request is given: a text model's smoke input. A release
+# sends its task's instead (`task.smoke_request`, bound in `release`).
 SMOKE_TEXTS = [
     "Transformers for text classification: fine-tuning BERT on a small labelled set.",
     "Real-time object detection in video streams with a convolutional network.",
 ]
+SmokeRequest = tuple[bytes, str]  # (body, content type)
 
 
 class Terminated(BaseException):
@@ -140,9 +143,14 @@ def _exit_code(exc: BaseException) -> int:
 def _request(
     method: str, url: str, token: str | None, payload: Any = None
 ) -> urllib.request.Request:
-    data = None if payload is None else json.dumps(payload).encode()
+    """`payload`: a JSON value, or a (body, content type) smoke request."""
+    content_type = "application/json"
+    if isinstance(payload, tuple):
+        data, content_type = payload
+    else:
+        data = None if payload is None else json.dumps(payload).encode()
     request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
+    request.add_header("Content-Type", content_type)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     return request
@@ -161,11 +169,9 @@ def _http(method: str, url: str, token: str | None, payload: Any = None) -> Any:
         raise ReleaseError(f"smoke test: {method} {url} failed: {exc}") from exc
 
 
-def _status_without_token(url: str) -> int:
+def _status_without_token(url: str, request: SmokeRequest) -> int:
     try:
-        with urllib.request.urlopen(
-            _request("POST", url, None, {"texts": SMOKE_TEXTS[:1]}), timeout=30
-        ) as answer:
+        with urllib.request.urlopen(_request("POST", url, None, request), timeout=30) as answer:
             return answer.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -173,11 +179,11 @@ def _status_without_token(url: str) -> int:
         raise ReleaseError(f"smoke test: POST {url} without a token failed: {exc}") from exc
 
 
-def check_auth(url: str, token: str | None) -> str:
+def check_auth(url: str, token: str | None, request: SmokeRequest | None = None) -> str:
     """With a token configured, a request without it must get 401 (serving fails closed)."""
     if not token:
         return "skipped: serving auth is off (serve.auth: false), so there is no token to enforce"
-    status = _status_without_token(f"{url}/predict")
+    status = _status_without_token(f"{url}/predict", request or _text_smoke())
     if status != 401:
         raise ReleaseError(
             f"smoke test: POST {url}/predict without the bearer token answered HTTP {status}, "
@@ -186,20 +192,39 @@ def check_auth(url: str, token: str | None) -> str:
     return "a request without the token got 401"
 
 
-def smoke_test(url: str, expected_version: str, token: str | None) -> dict[str, Any]:
+def _text_smoke() -> SmokeRequest:
+    return json.dumps({"texts": SMOKE_TEXTS}).encode(), "application/json"
+
+
+def _item_count(request: SmokeRequest) -> int:
+    """How many predictions the smoke request asks for: the length of a JSON batch, else 1."""
+    body, content_type = request
+    payload = json.loads(body) if "json" in content_type else None
+    if isinstance(payload, dict) and len(payload) == 1:
+        (value,) = payload.values()
+        if isinstance(value, list):
+            return len(value)
+    return 1
+
+
+def smoke_test(
+    url: str, expected_version: str, token: str | None, request: SmokeRequest | None = None
+) -> dict[str, Any]:
     """The live endpoint is healthy, refuses requests without its token, serves
-    `expected_version`, and predicts known labels."""
+    `expected_version`, and predicts known labels for `request` (the task's smoke request;
+    default: two texts)."""
+    request = request or _text_smoke()
     health = _http("GET", f"{url}/healthz", token)
-    auth = check_auth(url, token)
+    auth = check_auth(url, token, request)
     model = _http("GET", f"{url}/model", token)
     if str(model.get("version")) != str(expected_version):
         raise ReleaseError(
             f"smoke test: endpoint serves version {model.get('version')}, expected "
             f"{expected_version}"
         )
-    answer = _http("POST", f"{url}/predict", token, {"texts": SMOKE_TEXTS})
+    answer = _http("POST", f"{url}/predict", token, request)
     labels = [p["label"] for p in answer.get("predictions", [])]
-    if len(labels) != len(SMOKE_TEXTS) or not set(labels) <= set(model.get("labels", [])):
+    if len(labels) != _item_count(request) or not set(labels) <= set(model.get("labels", [])):
         raise ReleaseError(f"smoke test: bad predictions {answer}")
     return {"healthz": health, "auth": auth, "version": model["version"], "labels": labels}
 
@@ -270,13 +295,19 @@ def release(
     tag: str,
     commit: str,
     deploy: Callable[[Settings, str], str] = deploy_version,
-    smoke: Callable[[str, str, str | None], dict[str, Any]] = smoke_test,
+    smoke: Callable[[str, str, str | None], dict[str, Any]] | None = None,
     settle_s: float = 0.0,
     *,
     allow_downgrade: bool = False,
     main_ref: str | None = None,
     teardown: Callable[[Settings], None] = undeploy,
 ) -> ReleaseResult:
+    if smoke is None:  # the real smoke test, with what this task's model must answer
+        from functools import partial
+
+        from ml.tasks import task_of
+
+        smoke = partial(smoke_test, request=task_of(settings).smoke_request(settings))
     with sigterm_raises():
         try:
             return _release(settings, tag, commit, deploy, smoke, settle_s, allow_downgrade,

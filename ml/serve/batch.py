@@ -1,12 +1,18 @@
-"""Batch inference over a CSV/Parquet file with Ray Data `map_batches` (same model as serving).
+"""Predictions outside the endpoint, with the endpoint's model and checks: one-off inputs
+(`ml predict TEXT|IMAGE...`) and batch inference over a file (`ml predict batch`, Ray Data
+`map_batches`).
 
-The texts are built exactly as the endpoint builds them: a `text` column as is, otherwise the
-model's text columns (title, description) joined like ml.data.text.combine_text. Output rows keep
-the input order and columns, plus `label`, `confidence` and one `prob_<label>` column per class.
+Batch inputs: a CSV/Parquet file in the task's pyfunc input form (text: a `text` column or the
+model's text columns, joined as training joined them; image: an `image` column of flat H*W
+pixel lists or PNG/JPEG bytes), a folder of PNG/JPEG images, or an IDX image file (`.gz` or
+not, as Fashion-MNIST ships). Image files are checked and converted exactly as the endpoint
+checks them (the task's parse_request). Output rows keep the input order and columns (not the
+pixels), plus `label`, `confidence` and one `prob_<label>` column per class.
 """
 
 from __future__ import annotations
 
+import gzip
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,19 +20,30 @@ from typing import TYPE_CHECKING, Any
 
 from ml.errors import UserError
 from ml.io import atomic_path
-from ml.serve.schemas import combine_fields
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from ml.config import Settings
 
 SUPPORTED = (".csv", ".parquet", ".pq")
-TEXT_COLUMN = "text"
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+IDX_SUFFIXES = (".idx", ".idx3-ubyte", "-ubyte", ".ubyte")
+# The pyfunc's pixel column: read by the model, not copied to the output.
+PIXEL_COLUMN = "image"
+_IDX_UBYTE_3D = 0x0803
+_SHOWN = 5
 
 
 class BatchInputError(UserError, ValueError):
     """The batch input/output cannot be used (missing file, unknown format, no text column)."""
+
+
+class PredictInputError(UserError, ValueError):
+    """A one-off input the endpoint would refuse; the message is the endpoint's reason."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -38,17 +55,14 @@ class BatchResult:
     model_version: str
 
 
-def _texts(frame: pd.DataFrame, text_columns: list[str]) -> list[str]:
-    if TEXT_COLUMN in frame.columns:
-        return frame[TEXT_COLUMN].fillna("").astype(str).tolist()
-    present = [c for c in text_columns if c in frame.columns]
-    if not present:
-        raise BatchInputError(
-            f"input needs a {TEXT_COLUMN!r} column or the model's text columns {text_columns}; "
-            f"got {list(frame.columns)}"
-        )
-    rows = frame[present].astype(object).where(frame[present].notna(), None)
-    return [combine_fields(list(values)) for values in rows.itertuples(index=False, name=None)]
+def _outputs(frame: pd.DataFrame, probabilities: np.ndarray, labels: list[str]) -> pd.DataFrame:
+    out = frame.drop(columns=[PIXEL_COLUMN], errors="ignore")
+    best = probabilities.argmax(axis=1)
+    out["label"] = [labels[i] for i in best]
+    out["confidence"] = probabilities.max(axis=1).astype(float)
+    for column, label in enumerate(labels):
+        out[f"prob_{label}"] = probabilities[:, column].astype(float)
+    return out
 
 
 class _Predictor:
@@ -57,28 +71,93 @@ class _Predictor:
     def __init__(
         self, uri: str, tracking_uri: str | None, quantize: bool, runtime: str, threads: int
     ) -> None:
-        from ml.serve.loader import load_classifier, text_columns
+        from ml.serve.loader import load_classifier, task_of_predictor
 
         self.classifier, self.info = load_classifier(
             uri, tracking_uri, quantize, "cpu", torch_threads=threads, runtime=runtime
         )
-        self.text_columns = text_columns(self.classifier)
+        self.task = task_of_predictor(self.classifier)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        probabilities = self.classifier.predict_proba(_texts(batch, self.text_columns), 32)
-        labels = self.classifier.labels
-        out = batch.copy()
-        best = probabilities.argmax(axis=1)
-        out["label"] = [labels[i] for i in best]
-        out["confidence"] = probabilities.max(axis=1).astype(float)
-        for column, label in enumerate(labels):
-            out[f"prob_{label}"] = probabilities[:, column].astype(float)
+        meta = getattr(self.classifier, "meta", None) or {}
+        try:
+            inputs = self.task.from_frame(batch, meta)
+        except ValueError as exc:
+            raise BatchInputError(f"batch input: {exc}") from exc
+        out = _outputs(batch, self.classifier.predict_proba(inputs, 32), self.classifier.labels)
         out["model_name"] = self.info.name
         out["model_version"] = self.info.version
         return out
 
 
-def _read(path: Path) -> Any:
+def read_idx_images(path: Path) -> np.ndarray:
+    """An IDX file of uint8 images (magic 0x00000803), gzipped or not, as N x H x W."""
+    import numpy as np
+
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise BatchInputError(f"batch input {path}: not a readable gzip file ({exc})") from exc
+    magic = int.from_bytes(raw[:4], "big") if len(raw) >= 16 else None
+    if magic != _IDX_UBYTE_3D:
+        raise BatchInputError(
+            f"batch input {path}: not an IDX image file (magic {magic!r}, want 0x00000803: "
+            "uint8, 3 dimensions, as Fashion-MNIST's *-images-idx3-ubyte[.gz])"
+        )
+    count, height, width = (int.from_bytes(raw[i : i + 4], "big") for i in (4, 8, 12))
+    pixels = np.frombuffer(raw, dtype=np.uint8, offset=16)
+    if pixels.size != count * height * width:
+        raise BatchInputError(
+            f"batch input {path}: header says {count} x {height} x {width} pixels, the file "
+            f"holds {pixels.size}"
+        )
+    return pixels.reshape(count, height, width)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_TYPES)
+    if not files:
+        raise BatchInputError(f"batch input {folder}: no {'/'.join(IMAGE_TYPES)} files in it")
+    return files
+
+
+def _folder_frame(folder: Path, settings: Settings, meta: dict[str, Any]) -> pd.DataFrame:
+    """Each image checked and converted as the endpoint does; every bad file named at once."""
+    import pandas as pd
+
+    from ml.tasks import get_task
+    from ml.tasks.request import RequestError
+
+    task = get_task(meta.get("task") or settings.task)
+    names, pixels, bad = [], [], []
+    for path in _image_files(folder):
+        try:
+            (image,), _ = task.parse_request(
+                path.read_bytes(), IMAGE_TYPES[path.suffix.lower()], settings, meta
+            )
+        except RequestError as exc:
+            bad.append(f"{path.name}: {exc.message.removeprefix('image ')}")
+            continue
+        names.append(path.name)
+        pixels.append(image.reshape(-1))
+    if bad:
+        more = f"; and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
+        shown = "; ".join(bad[:_SHOWN]) + more
+        raise BatchInputError(f"batch input {folder}: {len(bad)} images cannot be used: {shown}")
+    return pd.DataFrame({"path": names, PIXEL_COLUMN: pixels})
+
+
+def _model_meta(settings: Settings, uri: str) -> dict[str, Any]:
+    from ml.registry import tracking_uri
+    from ml.serve.loader import download_model_dir, read_meta
+
+    return read_meta(download_model_dir(uri, tracking_uri(settings)))
+
+
+def _read(path: Path, settings: Settings, uri: str) -> Any:
+    import pandas as pd
     import ray.data
 
     if not path.exists():
@@ -89,9 +168,18 @@ def _read(path: Path) -> Any:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return ray.data.read_csv(str(path), **read_args)
-    if suffix in (".parquet", ".pq") or path.is_dir():
+    if suffix in (".parquet", ".pq") or (path.is_dir() and any(path.glob("*.parquet"))):
         return ray.data.read_parquet(str(path), **read_args)
-    raise BatchInputError(f"batch input {path}: use a {', '.join(SUPPORTED)} file")
+    if path.is_dir():
+        return ray.data.from_pandas(_folder_frame(path, settings, _model_meta(settings, uri)))
+    if path.name.lower().removesuffix(".gz").endswith(IDX_SUFFIXES):
+        images = read_idx_images(path)
+        flat = list(images.reshape(len(images), -1))
+        return ray.data.from_pandas(pd.DataFrame({"index": range(len(images)), PIXEL_COLUMN: flat}))
+    raise BatchInputError(
+        f"batch input {path}: use a {', '.join(SUPPORTED)} file, a folder of images, or an "
+        "IDX image file (*-ubyte[.gz])"
+    )
 
 
 def predict_file(
@@ -113,6 +201,7 @@ def predict_file(
     input_path, output_path = Path(input_path), Path(output_path)
     if output_path.suffix.lower() not in SUPPORTED:
         raise BatchInputError(f"batch output {output_path}: use a .csv or .parquet file name")
+    uri = model_uri or default_model_uri(settings)
     started = time.perf_counter()
     init_ray(settings.ray.address, log_to_driver=False)
     ctx = ray.data.DataContext.get_current()
@@ -123,10 +212,10 @@ def predict_file(
     # of the machine, since the reads are brief.
     share = float(ray.cluster_resources().get("CPU", 1)) / concurrency
     threads = settings.serve.torch_threads or max(1, int(share))
-    dataset = _read(input_path).map_batches(
+    dataset = _read(input_path, settings, uri).map_batches(
         _Predictor,
         fn_constructor_args=(
-            model_uri or default_model_uri(settings),
+            uri,
             tracking_uri(settings),
             settings.serve.quantize,
             settings.serve.runtime,
@@ -146,3 +235,50 @@ def predict_file(
     name = str(frame["model_name"].iloc[0]) if len(frame) else ""
     version = str(frame["model_version"].iloc[0]) if len(frame) else ""
     return BatchResult(output_path, len(frame), time.perf_counter() - started, name, version)
+
+
+def _one_off_body(item: str) -> tuple[bytes, str, str]:
+    """(body, content type, how the output names it): an image file's bytes, else a text."""
+    import json
+
+    path = Path(item)
+    if path.suffix.lower() in IMAGE_TYPES and path.is_file():
+        return path.read_bytes(), IMAGE_TYPES[path.suffix.lower()], "image"
+    return json.dumps({"text": item}).encode(), "application/json", "text"
+
+
+def predict_inputs(
+    settings: Settings, items: list[str], model_uri: str | None = None
+) -> list[dict[str, Any]]:
+    """`ml predict TEXT|IMAGE.png ...`: one answer per item (the endpoint's checks, runtime and
+    answer: label, confidence, probabilities, the model's name and version)."""
+    from ml.registry import tracking_uri
+    from ml.serve.loader import default_model_uri, load_classifier, task_of_predictor
+    from ml.serve.model_call import as_batch, prediction
+    from ml.tasks.request import RequestError
+
+    classifier, info = load_classifier(
+        model_uri or default_model_uri(settings),
+        tracking_uri(settings),
+        settings.serve.quantize,
+        None,  # device: cuda when there is one
+        None,  # threads: torch's default
+        settings.serve.runtime,  # the endpoint's runtime, so one-off answers are the endpoint's
+    )
+    task = task_of_predictor(classifier)
+    meta = getattr(classifier, "meta", None) or {}
+    inputs, named = [], []
+    for item in items:
+        body, content_type, kind = _one_off_body(item)
+        try:
+            (parsed,), _ = task.parse_request(body, content_type, settings, meta)
+        except RequestError as exc:
+            raise PredictInputError(f"{item[:80]!r}: {exc.message}") from exc
+        inputs.append(parsed)
+        named.append({kind: parsed if kind == "text" else item})
+    probabilities = classifier.predict_proba(as_batch(inputs), 32) if inputs else []
+    model = {"model_name": info.name, "model_version": info.version}
+    return [
+        {**name, **prediction(classifier.labels, row), **model}
+        for name, row in zip(named, probabilities, strict=True)
+    ]

@@ -1,13 +1,16 @@
-"""Resolve a model URI to a loaded TextClassifier plus what `GET /model` reports about it.
+"""Resolve a model URI to its task's loaded predictor plus what `GET /model` reports about it.
 
 Serving loads the model dir inside the registered pyfunc model (its `model_dir` artifact) rather
-than the pyfunc wrapper, so the server controls batching, threads and quantization itself.
+than the pyfunc wrapper, so the server controls batching, threads and quantization itself. The
+model dir's meta.json names its task (text-classification where it predates tasks), and that
+task's `load_predictor` loads it.
 Accepted URIs: `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/...`, any MLflow artifact
 URI, or a local folder (a model dir, or a downloaded pyfunc model holding one).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -15,13 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml.errors import UserError
-from ml.train.model import META_FILE, ModelError
 
 if TYPE_CHECKING:
     from ml.config import Settings
-    from ml.train.model import TextClassifier
+    from ml.tasks.base import Predictor, Task
 
 CHAMPION_ALIAS = "champion"
+META_FILE = "meta.json"
+# Model dirs written before tasks existed are text classifiers.
+DEFAULT_TASK = "text-classification"
 _REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
 
 
@@ -59,7 +64,21 @@ def _find_model_dir(root: Path) -> Path:
         return root
     for candidate in sorted(root.rglob(META_FILE)):
         return candidate.parent
-    raise ModelLoadError(f"no model dir ({META_FILE}) under {root}; is it a tag-classifier model?")
+    raise ModelLoadError(f"no model dir ({META_FILE}) under {root}; is it one `ml train` wrote?")
+
+
+def read_meta(model_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(model_dir) / META_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {Path(model_dir) / META_FILE}: {exc}") from exc
+
+
+def task_of_predictor(predictor: Any) -> Task:
+    """The task a loaded predictor belongs to (its meta.json's `task`)."""
+    from ml.tasks import get_task
+
+    return get_task((getattr(predictor, "meta", None) or {}).get("task") or DEFAULT_TASK)
 
 
 def _version_info(uri: str, tracking_uri: str | None) -> ModelInfo:
@@ -147,15 +166,16 @@ def load_classifier(
     device: str | None = None,
     torch_threads: int | None = None,
     runtime: str = "torch",
-) -> tuple[TextClassifier, ModelInfo]:
-    """(classifier, info) for a model URI, on `device` (default: cuda when available).
+) -> tuple[Predictor, ModelInfo]:
+    """(predictor, info) for a model URI, on `device` (default: cuda when available).
 
     On CPU, `runtime` "onnxruntime" runs an ONNX export of the same weights (ml/serve/onnx.py);
     `quantize` then quantizes that graph instead of the torch module. On a GPU torch runs it.
     """
     import torch
 
-    from ml.train.model import TextClassifier
+    from ml.tasks import get_task
+    from ml.tasks.base import Predictor
 
     if torch_threads:
         # One pool sized to the CPUs this process owns: more threads than cores only contend.
@@ -163,10 +183,13 @@ def load_classifier(
     info = _version_info(uri, tracking_uri)
     model_dir = download_model_dir(uri, tracking_uri)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    task = get_task(read_meta(model_dir).get("task") or DEFAULT_TASK)
     try:
-        classifier = TextClassifier.load(model_dir, device=device)
-    except (ModelError, OSError) as exc:
+        classifier = task.load_predictor(model_dir, device=device)
+    except (UserError, OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"cannot load the model dir of {uri} ({model_dir}): {exc}") from exc
+    if not isinstance(classifier, Predictor):
+        raise ModelLoadError(f"{task.name}.load_predictor gave no predictor for {model_dir}")
     if runtime == "onnxruntime" and device == "cpu":
         from ml.serve.onnx import OnnxRuntimeError, registry_recorder, use_onnxruntime
 
@@ -187,8 +210,3 @@ def load_classifier(
     if info.version == "unregistered":
         info.version = str(classifier.meta.get("version", "unregistered"))
     return classifier, info
-
-
-def text_columns(classifier: TextClassifier) -> list[str]:
-    """The record fields joined into the model's text, as training joined them."""
-    return list(classifier.meta.get("text_columns") or ("title", "description"))

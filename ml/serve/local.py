@@ -117,9 +117,9 @@ def start_local(
     from ml.serve import init_ray
 
     if overrides:
-        settings = settings.model_copy(
-            update={"serve": settings.serve.model_copy(update=overrides)}
-        )
+        from ml.config import override
+
+        settings = override(settings, {"serve": overrides}, "ml serve option")
     s = settings.serve
     host, port = host or s.host, port or s.port
     from ml.serve.app import build

@@ -1,4 +1,8 @@
-"""ONNX Runtime for the classifier on CPU: the same weights, exported once, run by a compiled graph.
+"""ONNX Runtime for a task's model on CPU: the same weights, exported once, run by a compiled graph.
+
+The task says what the module takes (`task.onnx_inputs(predictor)`: a sample of its keyword
+inputs and their dynamic dims); the graph returns the module's `logits` (and `features` where the
+module has them), and `OnnxModel` stands in for the module inside the predictor.
 
 Why it is faster in a Serve replica than the same arithmetic in eager torch: a replica's event
 loop (HTTP, JSON, the prediction log) and its inference thread share one GIL, and an eager forward
@@ -27,16 +31,15 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ml.io import atomic_dir
 
-if TYPE_CHECKING:
-    from ml.train.model import TextClassifier
-
 GRAPH_FILE = "model.onnx"
 # Bump when the export changes in a way that makes cached graphs stale.
-EXPORT_VERSION = "2"
+EXPORT_VERSION = "3"
+# Module outputs the graph returns, where the module's output has them.
+OUTPUTS = ("logits", "features")
 HASH_TAG_PREFIX = "serve.onnx_sha256."
 DEFAULT_DEPLOYMENT = "default"
 logger = logging.getLogger(__name__)
@@ -90,35 +93,43 @@ def _weights_digest(model_dir: Path) -> str:
     return digest.hexdigest()[:32]
 
 
-def _logits_only(model: Any) -> Any:
-    """The classifier with positional inputs and a tensor output, the shape an exporter needs."""
+def _tensors_only(model: Any, names: tuple[str, ...], outputs: tuple[str, ...]) -> Any:
+    """The module with positional inputs and tensor outputs, the shape an exporter needs."""
     import torch
 
-    class LogitsOnly(torch.nn.Module):
+    class TensorsOnly(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids, attention_mask):
-            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        def forward(self, *args):
+            result = self.model(**dict(zip(names, args, strict=True)))
+            return tuple(getattr(result, name) for name in outputs)
 
-    return LogitsOnly().eval()
+    return TensorsOnly().eval()
 
 
-def export(classifier: TextClassifier, path: Path) -> None:
-    """Write the fp32 graph of `classifier` (batch and sequence length dynamic) to `path`."""
+def _outputs_of(model: Any, sample: dict[str, Any]) -> tuple[str, ...]:
+    import torch
+
+    with torch.inference_mode():
+        result = model(**sample)
+    return tuple(n for n in OUTPUTS if isinstance(getattr(result, n, None), torch.Tensor))
+
+
+def export(classifier: Any, path: Path) -> None:
+    """Write the fp32 graph of `classifier`'s module (the task's dims dynamic) to `path`."""
     import logging
     import warnings
 
     import torch
 
-    # Two texts of different lengths: size-0/1 dims would be specialised into the graph.
-    sample = classifier.tokenizer(
-        ["an example title", "an example title with a longer description after it"],
-        padding=True,
-        return_tensors="pt",
-    )
-    dynamic = {0: "batch", 1: "sequence"}
+    from ml.serve.loader import task_of_predictor
+
+    sample, dynamic = task_of_predictor(classifier).onnx_inputs(classifier)
+    names = tuple(sample)
+    module = classifier.model.cpu().eval()
+    outputs = _outputs_of(module, sample)
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level
     with warnings.catch_warnings(), torch.inference_mode(False):
@@ -128,12 +139,12 @@ def export(classifier: TextClassifier, path: Path) -> None:
         exporter_log.setLevel(logging.ERROR)
         try:
             torch.onnx.export(
-                _logits_only(classifier.model.cpu()),
-                (sample["input_ids"], sample["attention_mask"]),
+                _tensors_only(module, names, outputs),
+                tuple(sample[name] for name in names),
                 str(path),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["logits"],
-                dynamic_shapes={"input_ids": dynamic, "attention_mask": dynamic},
+                input_names=list(names),
+                output_names=list(outputs),
+                dynamic_shapes=(tuple(dynamic.get(name) for name in names),),
                 dynamo=True,
                 external_data=False,
                 verbose=False,
@@ -185,7 +196,7 @@ def cache_folder(model_dir: Path, int8: bool, deployment: str | None = None) -> 
     return cache_root(deployment) / f"{_weights_digest(model_dir)}-{flavour(int8)}"
 
 
-def build_graph(classifier: TextClassifier, folder: Path, int8: bool) -> Path:
+def build_graph(classifier: Any, folder: Path, int8: bool) -> Path:
     """Export (and quantize) `classifier` into the cache `folder`, replacing what is there."""
     # Built aside and renamed in: a reader never sees half a graph, and a failed export
     # leaves nothing behind that a later start would take for a finished one.
@@ -211,24 +222,45 @@ def _session(graph: Path, threads: int) -> Any:
     return onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
 
 
-class OnnxModel:
-    """Stands in for the torch module inside a TextClassifier: `model(**batch).logits`."""
+# ONNX tensor types -> numpy dtypes of what the session is fed.
+_NUMPY_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32"}
 
-    def __init__(self, graph: Path, session: Any) -> None:
+
+class OnnxModel:
+    """Stands in for the torch module inside a predictor: `model(**inputs).logits` (and
+    `.features`); any other attribute is the torch module's (a predictor's feature method)."""
+
+    def __init__(self, graph: Path, session: Any, module: Any = None) -> None:
         self.graph = graph
         self.session = session
+        self.module = module
+        self.inputs = {i.name: _NUMPY_TYPES.get(i.type, "float32") for i in session.get_inputs()}
+        self.outputs = [o.name for o in session.get_outputs()]
 
     def eval(self) -> OnnxModel:
         return self
 
-    def __call__(self, input_ids: Any, attention_mask: Any, **_: Any) -> SimpleNamespace:
+    def to(self, *_: Any, **__: Any) -> OnnxModel:
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        module = self.__dict__.get("module")
+        if module is None:
+            raise AttributeError(name)
+        return getattr(module, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> SimpleNamespace:
         import torch
 
-        (logits,) = self.session.run(
-            ["logits"],
-            {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy()},
+        kwargs.update(zip(self.inputs, args, strict=False))  # positional: in the graph's order
+        feed = {
+            name: kwargs[name].detach().cpu().numpy().astype(dtype, copy=False)
+            for name, dtype in self.inputs.items()
+        }
+        values = self.session.run(self.outputs, feed)
+        return SimpleNamespace(
+            **{n: torch.from_numpy(v) for n, v in zip(self.outputs, values, strict=True)}
         )
-        return SimpleNamespace(logits=torch.from_numpy(logits))
 
 
 def _cached_session(
@@ -269,7 +301,7 @@ def registry_recorder(
 
 
 def use_onnxruntime(
-    classifier: TextClassifier,
+    classifier: Any,
     model_dir: Path,
     int8: bool,
     threads: int,
@@ -277,7 +309,7 @@ def use_onnxruntime(
     record: Callable[[str, str], None] | None = None,
     deployment: str | None = None,
     verify: bool | None = None,
-) -> TextClassifier:
+) -> Any:
     """Swap `classifier`'s torch model for an ONNX Runtime session of the same weights.
 
     `recorded` holds the model version's tags (the graph hash is checked against them) and
@@ -300,7 +332,7 @@ def use_onnxruntime(
             session = _session(graph, threads)
             if record is not None and not expected:
                 record(key, graph_sha256(graph))
-        classifier.model = OnnxModel(folder / GRAPH_FILE, session)
+        classifier.model = OnnxModel(folder / GRAPH_FILE, session, classifier.model)
     except OnnxRuntimeError:
         raise
     except Exception as exc:  # the exporter and ORT raise many types; all mean "cannot run"

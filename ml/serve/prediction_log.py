@@ -4,7 +4,9 @@ Layout (a contract with ml/monitor; keep it exactly):
 
     <log_dir>/date=YYYY-MM-DD/<writer-id>-<start-timestamp>.jsonl
 
-one JSON object per line and per prediction, with the keys in `RECORD_FIELDS`. Each writer
+one JSON object per line and per prediction, with the keys in `RECORD_FIELDS` (text models) or
+`IMAGE_RECORD_FIELDS` (image models: a content hash and statistics instead of the text, the
+pixels only with serve.log_inputs); the task's `log_fields` fill the task's keys. Each writer
 (a Serve replica, a CLI process) owns its own files, so writers never interleave lines and no lock
 is shared between processes. Files are only ever appended to.
 
@@ -46,6 +48,11 @@ RECORD_FIELDS: tuple[str, ...] = (
     "model_version",
     "latency_ms",
 )
+# Around the task's own keys, every record has these.
+_HEAD = ("ts", "request_id")
+_TAIL = ("label", "confidence", "probabilities", "model_name", "model_version", "latency_ms")
+IMAGE_FIELDS = ("image_sha256", "mean_intensity", "contrast", "blank", "embedding", "image")
+IMAGE_RECORD_FIELDS: tuple[str, ...] = (*_HEAD, *IMAGE_FIELDS, *_TAIL)
 
 _PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -63,25 +70,33 @@ def resolve_log_dir(configured: str | Path | None = None) -> Path:
 
 def make_record(
     *,
-    text: str,
     label: str,
     probabilities: Mapping[str, float],
     model_name: str,
     model_version: str,
     latency_ms: float,
+    text: str | None = None,
+    fields: Mapping[str, Any] | None = None,
     log_text: bool = True,
     request_id: str | None = None,
     ts: datetime | None = None,
 ) -> dict[str, Any]:
-    """One prediction as a log record. With log_text=False only the hash of the text is kept."""
+    """One prediction as a log record: `fields` are the task's (its log_fields), or, given
+    `text`, the text's (with log_text=False only the hash of the text is kept)."""
+    if fields is None:
+        if text is None:
+            raise TypeError("make_record needs the task's `fields` or a `text`")
+        fields = {
+            "text": text if log_text else None,
+            "text_sha256": text_sha256(text),
+            "text_length": len(text),
+        }
     probs = {str(k): float(v) for k, v in probabilities.items()}
     when = (ts or datetime.now(UTC)).astimezone(UTC)
     return {
         "ts": when.isoformat(timespec="microseconds").replace("+00:00", "Z"),
         "request_id": request_id or uuid.uuid4().hex,
-        "text": text if log_text else None,
-        "text_sha256": text_sha256(text),
-        "text_length": len(text),
+        **fields,
         "label": str(label),
         "confidence": float(probs.get(str(label), max(probs.values(), default=0.0))),
         "probabilities": probs,
@@ -199,8 +214,8 @@ def _parse_since(since: datetime | date | str | None) -> pd.Timestamp | None:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def _empty_frame() -> pd.DataFrame:
-    frame = pd.DataFrame({name: pd.Series(dtype=object) for name in RECORD_FIELDS})
+def _empty_frame(fields: tuple[str, ...]) -> pd.DataFrame:
+    frame = pd.DataFrame({name: pd.Series(dtype=object) for name in fields})
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     return frame
 
@@ -226,13 +241,15 @@ def read_prediction_log(
     log_dir: str | Path,
     since: datetime | date | str | None = None,
     last_n: int | None = None,
+    fields: tuple[str, ...] | None = None,
 ) -> pd.DataFrame:
     """All prediction records under log_dir as a DataFrame sorted by time (`ts` is UTC datetime).
 
     since: keep records at or after this time (naive times are read as UTC).
     last_n: keep only the most recent n records (after `since`).
     A line that is not valid JSON (e.g. the tail of a file being written by a crashed process)
-    is skipped, not fatal. Columns are always `RECORD_FIELDS`, even when there are no records.
+    is skipped, not fatal. Columns are always `fields`, even when there are no records; by
+    default `IMAGE_RECORD_FIELDS` where the records are an image model's, else `RECORD_FIELDS`.
     """
     rows: list[dict[str, Any]] = []
     for path in log_files(log_dir, since):
@@ -247,13 +264,16 @@ def read_prediction_log(
                     continue
                 if isinstance(record, dict):
                     rows.append(record)
+    if fields is None:
+        is_image = any("image_sha256" in row for row in rows)
+        fields = IMAGE_RECORD_FIELDS if is_image else RECORD_FIELDS
     if not rows:
-        return _empty_frame()
+        return _empty_frame(fields)
     frame = pd.DataFrame(rows)
-    for name in RECORD_FIELDS:
+    for name in fields:
         if name not in frame.columns:
             frame[name] = None
-    frame = frame[list(RECORD_FIELDS)]
+    frame = frame[list(fields)]
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601")
     start = _parse_since(since)
     if start is not None:

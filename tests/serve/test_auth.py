@@ -90,7 +90,7 @@ def test_two_node_cluster_replica_on_second_node_requires_the_token(
     from ray import serve
     from ray.util.state import list_actors
 
-    from ml.serve.app import TagClassifier, replica_config, serve_options, user_config
+    from ml.serve.app import Classifier, replica_config, serve_options, user_config
 
     token = "s3cret-" + uuid.uuid4().hex
     monkeypatch.setenv(TOKEN_ENV, token)
@@ -100,7 +100,7 @@ def test_two_node_cluster_replica_on_second_node_requires_the_token(
     )
     options = serve_options(settings)
     options["ray_actor_options"]["resources"] = {WORKER_RESOURCE: 1}
-    app = TagClassifier.options(user_config=user_config(settings), **options).bind(
+    app = Classifier.options(user_config=user_config(settings), **options).bind(
         replica_config(settings)
     )
     port = free_port()
@@ -119,7 +119,7 @@ def test_two_node_cluster_replica_on_second_node_requires_the_token(
         replicas = [
             actor
             for actor in list_actors(filters=[("state", "=", "ALIVE")])
-            if "TagClassifier" in (actor.class_name or "") or "TagClassifier" in actor.name
+            if "Classifier" in (actor.class_name or "") or "Classifier" in actor.name
         ]
         assert replicas and {a.node_id for a in replicas} == {worker_node}
 

@@ -1,4 +1,5 @@
-"""Request parsing without a server: forms, limits, and the training-identical text join."""
+"""Text request parsing without a server: forms, limits, and the training-identical text join
+(ml/tasks/text_classification/serving.py; the shared checks are ml/tasks/request.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ml.data.text import combine_text
-from ml.serve.schemas import Limits, RequestError, combine_fields, parse_request
+from ml.tasks.request import Limits, RequestError
+from ml.tasks.text_classification.serving import combine_fields
+from ml.tasks.text_classification.serving import parse_texts as parse_request
 from tests.serve.strategies import any_char, texts
 from tests.serve.strategies import json_values as strategy_json
 
@@ -121,3 +124,21 @@ def test_json_depth_ignores_brackets_inside_strings():
     assert json_depth(b'{"text": "a \\" [[[["}') == 1
     assert json_depth(b'{"records": [{"title": "]]]"}]}') == 3
     assert json_depth(b"[" * 5000 + b"]" * 5000) == 5000
+
+
+def test_the_task_method_takes_json_only_and_the_models_text_columns():
+    from ml.config import load_settings
+    from ml.tasks import get_task
+    from tests.conftest import REPO_ROOT
+
+    settings = load_settings(REPO_ROOT / "params.yaml")
+    task = get_task("text-classification")
+    body = json.dumps({"records": [{"title": "T", "description": "d"}]}).encode()
+    assert task.parse_request(body, "application/json; charset=utf-8", settings) == (["T d"], True)
+    reversed_columns = {"text_columns": ["description", "title"]}
+    assert task.parse_request(body, "application/json", settings, reversed_columns)[0] == ["d T"]
+    with pytest.raises(RequestError) as info:
+        task.parse_request(b"text=hello", "application/x-www-form-urlencoded", settings)
+    assert info.value.status == 415 and "application/json" in info.value.message
+    smoke_body, content_type = task.smoke_request(settings)
+    assert len(task.parse_request(smoke_body, content_type, settings)[0]) == 2
