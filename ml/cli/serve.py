@@ -87,44 +87,42 @@ class _DefaultToInputs(TyperGroup):
 
 predict_app = typer.Typer(
     cls=_DefaultToInputs,
-    help='Predict with the served model: `ml predict "some text" ...` (or `ml predict inputs '
-    "...`) prints JSON lines; `ml predict batch INPUT OUTPUT` runs over a file with Ray Data.",
+    help='Predict with the served model: `ml predict "some text"` or `ml predict IMAGE.png` '
+    "(the same as `ml predict inputs ...`) prints JSON lines; `ml predict batch INPUT OUTPUT` "
+    "runs over a file, a folder of images or an IDX file with Ray Data.",
     no_args_is_help=True,
 )
 
 
 @predict_app.command("inputs")
 def predict_inputs(
-    items: Annotated[list[str], typer.Argument(help="TEXT... to classify")],
+    items: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="TEXT|IMAGE...",
+            help="texts to classify, or image files (.png, .jpg) for an image model",
+        ),
+    ],
     model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_URI_HELP)] = None,
 ) -> None:
-    """Classify one-off inputs and print one JSON line each (the endpoint's runtime and answers)."""
-    from ml.registry import tracking_uri
-    from ml.serve.loader import default_model_uri, load_classifier
-    from ml.serve.schemas import Limits, RequestError, parse_request
+    """Classify one-off inputs and print one JSON line each: the endpoint's checks, runtime and
+    answer (an input the endpoint would refuse exits 2 with its reason)."""
+    from ml.serve.batch import predict_inputs as predict_stage
 
-    cfg = settings()
-    try:
-        texts = [parse_request(json.dumps({"text": t}).encode(), Limits())[0][0] for t in items]
-    except RequestError as exc:
-        raise fail(exc.message, 2) from exc
-    classifier, info = run_stage(
-        load_classifier,
-        default_model_uri(cfg) if model is None else model,
-        tracking_uri(cfg),
-        cfg.serve.quantize,
-        None,  # device: cuda when there is one
-        None,  # threads: torch's default
-        cfg.serve.runtime,  # the endpoint's runtime, so one-off answers are the endpoint's
-    )
-    for text, result in zip(texts, classifier.predict(texts), strict=True):
-        row = {"text": text, **result, "model_name": info.name, "model_version": info.version}
+    for row in run_stage(predict_stage, settings(), items, model):
         typer.echo(json.dumps(row))
 
 
 @predict_app.command("batch")
 def predict_batch(
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV or Parquet file")],
+    input_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT",
+            help="CSV or Parquet file (a text or an image column), a folder of images, or an "
+            "IDX image file",
+        ),
+    ],
     output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="CSV or Parquet file")],
     model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_URI_HELP)] = None,
     batch_size: Annotated[int, typer.Option(help="rows per Ray Data batch")] = 256,
