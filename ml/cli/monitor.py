@@ -14,9 +14,14 @@ app = typer.Typer(help="Drift monitoring of the production prediction log.", no_
 
 def _print_drift(result) -> None:
     window = result.window
+    carried = (
+        f"{window['records_with_embedding']} with an embedding"
+        if "records_with_embedding" in window
+        else f"{window['records_with_text']} with text"
+    )
     typer.echo(
         f"window: {window['valid_records']} valid record(s) from {window['source']}"
-        f" ({window['malformed_records']} malformed, {window['records_with_text']} with text)"
+        f" ({window['malformed_records']} malformed, {carried})"
     )
     for example in window["malformed_examples"]:
         typer.echo(f"  malformed: {example}")
@@ -63,7 +68,10 @@ def monitor_drift(
     ] = None,
     model_dir: Annotated[
         str | None,
-        typer.Option(help="model dir for reference predictions (monitor.model_dir, model.dir)"),
+        typer.Option(
+            help="model dir for the reference predictions (and, for images, the reference "
+            "embeddings): monitor.model_dir, model.dir"
+        ),
     ] = None,
     fail_on_drift: Annotated[
         bool,
@@ -75,8 +83,10 @@ def monitor_drift(
     ] = True,
 ) -> None:
     """Compare a window of the prediction log with the training reference (Evidently): the
-    task's input features and embeddings, predicted classes and confidence. Writes
-    reports/drift/report.html and summary.json and prints the verdict."""
+    task's drift signals (text: embeddings, text length, out-of-vocabulary rate; image:
+    penultimate-feature embeddings, mean intensity, contrast, blank share) and the predicted
+    classes and confidence. Writes reports/drift/report.html and summary.json and prints the
+    verdict."""
     from ml.monitor.drift import EXIT_ERROR, write_github_output
     from ml.monitor.drift import monitor_drift as drift_stage
 
