@@ -53,10 +53,16 @@ def _save_split(path: Path, images: np.ndarray, label_ids: np.ndarray, ids: np.n
 
 
 def write_image_project(
-    root: Path, train: int, val: int, test: int, seed: int = 0, **monitor: Any
+    root: Path,
+    train: int,
+    val: int,
+    test: int,
+    seed: int = 0,
+    image: dict[str, Any] | None = None,
+    **monitor: Any,
 ) -> Path:
     """A project folder: configs/fashion-mnist.yaml as params.yaml (monitor section extended by
-    `monitor`, a small CNN) and data/splits/{train,val,test}.npz drawn (seeded, without
+    `monitor`; image section by `image`, default a small CNN) and data/splits/{train,val,test}.npz drawn (seeded, without
     replacement) from the real files: train/val from the training file, test from t10k."""
     data = fashion_mnist()
     rng = np.random.default_rng(seed)
@@ -73,7 +79,8 @@ def write_image_project(
     held = np.sort(rng.permutation(len(data["test_labels"]))[:test])
     _save_split(splits / "test.npz", data["test_images"][held], data["test_labels"][held], held)
     params = yaml.safe_load(CONFIG.read_text())
-    params["image"] = {**params.get("image", {}), "conv_channels": [8, 16], "hidden": 32}
+    small = {"conv_channels": [8, 16], "hidden": 32}
+    params["image"] = {**params.get("image", {}), **(small if image is None else image)}
     params["monitor"] = {
         **params.get("monitor", {}),
         "report_dir": "reports/drift",
@@ -84,16 +91,19 @@ def write_image_project(
     return root / "params.yaml"
 
 
-def train_cnn(settings: Any, model_dir: Path, epochs: int = 1, seed: int = 0) -> Path:
-    """The task's CNN trained briefly (plain loop, no Ray) on the project's train split and
-    saved as a model dir: a real model whose predictions and features the log carries."""
+def train_cnn(
+    settings: Any, model_dir: Path, epochs: int = 1, seed: int = 0, rows: int | None = None
+) -> Path:
+    """The task's CNN trained briefly (plain loop, no Ray) on the project's train split (its
+    stratified first `rows`) and saved as a model dir: a real model whose predictions and
+    features the log carries."""
     from ml.data.splits import split_path
     from ml.tasks import task_of
     from ml.train import loop
 
     task = task_of(settings)
     names = list(settings.data.labels)
-    train = task.read_split(settings, split_path(settings, "train"))
+    train = task.read_split(settings, split_path(settings, "train"), max_rows=rows)
     label_ids = np.array([names.index(v) for v in train.labels], dtype=np.int64)
     loop.set_seed(seed)
     module, transform = task.build_model(settings, names)

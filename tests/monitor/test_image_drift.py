@@ -33,7 +33,7 @@ from tests.monitor.image_windows import (
     write_image_project,
 )
 
-WINDOW = 300
+WINDOW = 500
 
 
 @pytest.fixture(scope="module")
