@@ -1,5 +1,9 @@
 """Drift monitor benchmark: false alarms, detection, run time -> reports/benchmarks/drift.md.
 
+Text classification (below) and image classification (benchmarks/drift_image.py: Fashion-MNIST
+with a briefly trained CNN); `--task` picks one, and each run rewrites only its task's section
+of the report.
+
 - False-alarm rate: windows of `--window` records bootstrapped (with replacement) from held-out
   in-domain data (the Made-With-ML holdout, data/splits/test.csv: never in the reference), many
   repetitions with seeds 0..reps-1; each window goes through the monitor's own check
@@ -16,6 +20,7 @@ The reference predictions are that same predictor on the val split, as in produc
 
     python benchmarks/drift.py [--reps 200] [--window 500] [--model-dir models/model]
     python benchmarks/drift.py --calibrate   # score quantiles on seeds 10000+ to set thresholds
+    python benchmarks/drift.py --task image-classification [--reps 100] [--calibrate]
 """
 
 from __future__ import annotations
@@ -39,11 +44,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ml.config import load_settings  # noqa: E402
 from ml.data.text import combine_text  # noqa: E402
-from ml.monitor.drift import SIGNALS, LogWindow, check_drift  # noqa: E402
+from ml.monitor.drift import LogWindow, check_drift  # noqa: E402
 from ml.monitor.reference import embed_texts, load_reference, texts_key  # noqa: E402
+from ml.monitor.signals import reference_split_path  # noqa: E402
 from tests.conftest import shared_data_dir  # noqa: E402
 
 CALIBRATION_SEED_OFFSET = 10_000
+SECTION = "<!-- drift-benchmark {task} -->"
 
 
 def read_texts(path: Path, columns: list[str]) -> list[str]:
@@ -190,16 +197,56 @@ def runtime_100k(settings, pools, rows: int, cache_dir: Path, seed: int) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=200)
+    parser.add_argument(
+        "--task", choices=["text-classification", "image-classification"], default=None
+    )
+    parser.add_argument("--reps", type=int, default=None, help="200 (text), 100 (image)")
     parser.add_argument("--window", type=int, default=500)
     parser.add_argument("--shifts", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--train-rows", type=int, default=12_000, help="image CNN's train rows")
+    parser.add_argument("--epochs", type=int, default=1, help="image CNN's epochs")
     parser.add_argument("--calibrate", action="store_true")
     parser.add_argument("--skip-runtime", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "reports/benchmarks/drift.md")
     args = parser.parse_args()
+    args.calibration_offset = CALIBRATION_SEED_OFFSET
+    if args.task == "image-classification":
+        args.reps = args.reps or 100
+        image_main(args)
+    else:
+        args.reps = args.reps or 200
+        text_main(args)
 
+
+def image_main(args) -> None:
+    from benchmarks import drift_image
+
+    bench = drift_image.project(
+        ROOT / "data/monitor/bench-image", args.train_rows, args.epochs, args.model_dir
+    )
+    seed0 = CALIBRATION_SEED_OFFSET if args.calibrate else 0
+    out = drift_image.run(bench, args.reps, seed0, args.window)
+    if args.calibrate:
+        print("\n".join(drift_image.calibration_lines(out)))
+        return
+    write_section(args.out, "image-classification", drift_image.report_lines(args, bench, out))
+
+
+def text_predictor(model_dir: Path, settings):
+    from ml.tasks import task_of
+
+    classifier = task_of(settings).load_predictor(model_dir)
+
+    def predict(texts: list[str]):
+        probabilities = classifier.predict_proba(texts)
+        return [classifier.labels[i] for i in probabilities.argmax(1)], probabilities.max(1)
+
+    return predict
+
+
+def text_main(args) -> None:
     os.chdir(ROOT)
     settings = load_settings(ROOT / "params.yaml")
     cfg = settings.monitor
@@ -209,20 +256,24 @@ def main() -> None:
     medical = shared_data_dir() / "medical-abstracts" / "test.csv"
     train = pd.read_csv(splits / "train.csv", dtype=str, keep_default_na=False)
     train_texts = list(combine_text(train, columns))
-    ref_texts = [t for name in cfg.reference_splits for t in read_texts(splits / name, columns)]
+    ref_texts = [
+        t
+        for name in cfg.reference_splits
+        for t in read_texts(reference_split_path(settings, name), columns)
+    ]
     held_out = read_texts(splits / "test.csv", columns)
     shifted = read_texts(medical, columns)
-    pred_ref = read_texts(splits / cfg.prediction_reference_split, columns)
+    pred_ref = read_texts(reference_split_path(settings, cfg.prediction_reference_split), columns)
 
     embed = Embeddings(ref_texts + held_out + shifted + pred_ref + train_texts, settings, cache)
     if args.model_dir:
-        from ml.monitor.reference import model_predictor
-
-        predictor, predictor_name = model_predictor(args.model_dir), f"model {args.model_dir}"
+        predictor = text_predictor(args.model_dir, settings)
+        predictor_name = f"model {args.model_dir}"
     else:
         predictor = stand_in_predictor(train_texts, list(train[settings.data.label_column]), embed)
         predictor_name = "stand-in: logistic regression on frozen MiniLM embeddings (train split)"
     reference = load_reference(settings, predictor=predictor, embed=embed)
+    signals = ["embedding", *reference.signals]
     pools = {}
     for name, texts in (("in", held_out), ("out", shifted)):
         labels, conf = predictor(texts)
@@ -245,7 +296,7 @@ def main() -> None:
     if args.calibrate:
         for fraction, frame in results.items():
             print(f"\nshift {fraction:.0%} score quantiles (0, 50, 95, 99, 100%):")
-            for name in SIGNALS:
+            for name in signals:
                 if name in frame and frame[name].notna().any():
                     q = np.nanpercentile(frame[name].astype(float), [0, 50, 95, 99, 100])
                     print(f"  {name:<12} " + " ".join(f"{v:.4f}" for v in q))
@@ -255,17 +306,36 @@ def main() -> None:
     write_report(args, settings, reference, results, timing, runtime, predictor_name)
 
 
+def write_section(path: Path, task: str, lines: list[str]) -> None:
+    """Replace this task's section of the report (between its markers), keeping the others."""
+    marker = SECTION.format(task=task)
+    block = "\n".join([marker, *lines, marker]) + "\n"
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if marker in text:
+        head, _, rest = text.partition(marker)
+        _, _, tail = rest.partition(marker)
+        text = head + block.rstrip("\n") + tail
+    else:
+        if not text:
+            text = "# Drift monitor benchmark\n\n"
+        text = text.rstrip("\n") + "\n\n" + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote {path} ({task})")
+
+
 def write_report(args, settings, reference, results, timing, runtime, predictor_name) -> None:
     cfg = settings.monitor
     null = results[0.0]
+    signals = ["embedding", *reference.signals]
     lines = [
-        "# Drift monitor benchmark",
+        "## Text classification (Made-With-ML)",
         "",
         f"`python benchmarks/drift.py --reps {args.reps} --window {args.window}` on "
         f"{platform.machine()} with {os.cpu_count()} CPU cores (shared with other work; run "
         f"times are one run), Python {platform.python_version()}.",
         "",
-        "## Setup",
+        "### Setup",
         f"- Reference: {', '.join(cfg.reference_splits)} ({reference.info['rows']} texts); "
         f"reference predictions on {cfg.prediction_reference_split} "
         f"({reference.info['prediction_rows']} rows).",
@@ -281,35 +351,33 @@ def write_report(args, settings, reference, results, timing, runtime, predictor_
         f"- Embedding sample: {cfg.embedding_sample} texts per window "
         f"(monitor.embedding_sample, seed {cfg.seed}), max {cfg.embedding_max_length} tokens.",
         "",
-        "## Thresholds (params.yaml `monitor.thresholds`)",
+        "### Thresholds (params.yaml `monitor.thresholds`)",
         "",
         "| signal | method | threshold |",
         "|---|---|---|",
     ]
     methods = {"embedding": "MMD² (RBF, median bandwidth; Evidently `mmd`)"}
-    from ml.monitor.drift import COLUMN_SIGNALS
-
-    for name in SIGNALS:
+    for name in signals:
         method = (
             methods.get(name)
             or {
                 "wasserstein": "Wasserstein distance / reference std (Evidently `wasserstein`)",
                 "jensenshannon": "Jensen-Shannon distance (Evidently `jensenshannon`)",
-            }[COLUMN_SIGNALS[name]]
+            }[reference.signals[name]]
         )
         lines.append(f"| {name} | {method} | {getattr(cfg.thresholds, name)} |")
     lines += [
         "",
-        "## Results",
+        "### Results",
         "",
-        "| window | flagged as drift | goal | " + " | ".join(SIGNALS) + " | time / window |",
-        "|---|---|---|" + "---|" * len(SIGNALS) + "---|",
+        "| window | flagged as drift | goal | " + " | ".join(signals) + " | time / window |",
+        "|---|---|---|" + "---|" * len(signals) + "---|",
     ]
     for fraction, frame in results.items():
         goal = "<= 5%" if fraction == 0 else (">= 95%" if abs(fraction - 0.3) < 1e-9 else "-")
         name = "same distribution" if fraction == 0 else f"{fraction:.0%} medical"
         per_signal = [
-            f"{frame[f'{s}_drift'].mean():.1%}" if f"{s}_drift" in frame else "-" for s in SIGNALS
+            f"{frame[f'{s}_drift'].mean():.1%}" if f"{s}_drift" in frame else "-" for s in signals
         ]
         lines.append(
             f"| {name} | **{frame['drift'].mean():.1%}** | {goal} | "
@@ -324,7 +392,7 @@ def write_report(args, settings, reference, results, timing, runtime, predictor_
         "shift.",
         "",
         "Median scores on same-distribution windows: "
-        + ", ".join(f"{s} {null[s].median():.4f}" for s in SIGNALS if s in null)
+        + ", ".join(f"{s} {null[s].median():.4f}" for s in signals if s in null)
         + ".",
     ]
     if runtime:
@@ -332,7 +400,7 @@ def write_report(args, settings, reference, results, timing, runtime, predictor_
         ok = "meets" if runtime["seconds"] < 60 else "misses"
         lines += [
             "",
-            f"## Run time on {runtime['rows']:,} logged predictions",
+            f"### Run time on {runtime['rows']:,} logged predictions",
             "",
             f"`ml monitor drift` (subprocess, imports included, reference cache warm): "
             f"**{runtime['seconds']:.1f} s** ({ok} the 60 s goal); verdict {runtime['verdict']} "
@@ -341,9 +409,7 @@ def write_report(args, settings, reference, results, timing, runtime, predictor_
             + ", ".join(f"{k} {v:.1f}s" for k, v in t.items())
             + ". Reading the log is the rest.",
         ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    write_section(args.out, "text-classification", lines)
 
 
 if __name__ == "__main__":
