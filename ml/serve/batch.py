@@ -125,7 +125,7 @@ def _image_files(folder: Path) -> list[Path]:
 
 def _folder_frame(folder: Path, settings: Settings, meta: dict[str, Any]) -> pd.DataFrame:
     """Each image checked and converted as the endpoint does; every bad file named at once."""
-    import pandas as pd
+    import numpy as np
 
     from ml.tasks import get_task
     from ml.tasks.request import RequestError
@@ -141,12 +141,14 @@ def _folder_frame(folder: Path, settings: Settings, meta: dict[str, Any]) -> pd.
             bad.append(f"{path.name}: {exc.message.removeprefix('image ')}")
             continue
         names.append(path.name)
-        pixels.append(image.reshape(-1))
+        pixels.append(image)
     if bad:
         more = f"; and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
         shown = "; ".join(bad[:_SHOWN]) + more
         raise BatchInputError(f"batch input {folder}: {len(bad)} images cannot be used: {shown}")
-    return pd.DataFrame({"path": names, PIXEL_COLUMN: pixels})
+    frame = task.to_frame(np.stack(pixels))  # the pyfunc's input form, as a Parquet file has it
+    frame.insert(0, "path", names)
+    return frame
 
 
 def _model_meta(settings: Settings, uri: str) -> dict[str, Any]:
@@ -157,7 +159,6 @@ def _model_meta(settings: Settings, uri: str) -> dict[str, Any]:
 
 
 def _read(path: Path, settings: Settings, uri: str) -> Any:
-    import pandas as pd
     import ray.data
 
     if not path.exists():
@@ -173,9 +174,12 @@ def _read(path: Path, settings: Settings, uri: str) -> Any:
     if path.is_dir():
         return ray.data.from_pandas(_folder_frame(path, settings, _model_meta(settings, uri)))
     if path.name.lower().removesuffix(".gz").endswith(IDX_SUFFIXES):
-        images = read_idx_images(path)
-        flat = list(images.reshape(len(images), -1))
-        return ray.data.from_pandas(pd.DataFrame({"index": range(len(images)), PIXEL_COLUMN: flat}))
+        from ml.tasks import get_task
+
+        meta = _model_meta(settings, uri)
+        frame = get_task(meta.get("task") or settings.task).to_frame(read_idx_images(path))
+        frame.insert(0, "index", range(len(frame)))
+        return ray.data.from_pandas(frame)
     raise BatchInputError(
         f"batch input {path}: use a {', '.join(SUPPORTED)} file, a folder of images, or an "
         "IDX image file (*-ubyte[.gz])"
@@ -273,6 +277,8 @@ def predict_inputs(
         try:
             (parsed,), _ = task.parse_request(body, content_type, settings, meta)
         except RequestError as exc:
+            if Path(item).suffix.lower() in IMAGE_TYPES and not Path(item).is_file():
+                raise PredictInputError(f"{item}: no such image file") from exc
             raise PredictInputError(f"{item[:80]!r}: {exc.message}") from exc
         inputs.append(parsed)
         named.append({kind: parsed if kind == "text" else item})

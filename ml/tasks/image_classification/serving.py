@@ -318,18 +318,11 @@ def onnx_inputs(predictor: Any) -> tuple[dict[str, Any], dict[str, dict[int, str
     predictor feeds them); only the batch is dynamic."""
     import torch
 
-    meta = getattr(predictor, "meta", {}) or {}
-    shape = Shape.of(_Defaults(), meta)
-    pixels = torch.zeros((2, 1, shape.height, shape.width), dtype=torch.float32)
+    from ml.config import ImageSettings
+
+    meta = getattr(predictor, "meta", None) or {}
+    default = ImageSettings()
+    height, width = int(meta.get("height", default.height)), int(meta.get("width", default.width))
+    pixels = torch.zeros((2, 1, height, width), dtype=torch.float32)
     pixels[1] = 255.0
     return {"pixels": pixels}, {"pixels": {0: "batch"}}
-
-
-class _Defaults:
-    """Stands in for Settings where only the image defaults are wanted (the ONNX sample)."""
-
-    @property
-    def image(self) -> Any:
-        from ml.config import ImageSettings
-
-        return ImageSettings()
