@@ -11,7 +11,9 @@ report shows what share of the cores Ray's own processes take from the training.
 
     python benchmarks/train_throughput.py [--device cpu|cuda] [--epochs N] [--rows N] [--rounds N]
 
-Writes reports/benchmarks/training.md. On a machine without ray/mlflow (a bare GPU box) the plain
+Any task: `--params` names its params file (run from that project's folder), e.g. the image
+task from a project made by tests/image_project.py with
+`--output reports/benchmarks/training-image.md`. Writes reports/benchmarks/training.md. On a machine without ray/mlflow (a bare GPU box) the plain
 loop is still measured and the Ray row says why it is missing. `--device cuda` trains in bf16.
 """
 
@@ -295,7 +297,7 @@ def write_report(path: Path, args, runs: list[tuple[str, dict]], ray_note: str) 
         f"- Machine: {platform.machine()}, {os.cpu_count()} CPU cores"
         + (f", GPU {torch.cuda.get_device_name(0)}" if args.device == "cuda" else ", no GPU")
         + f"; torch {torch.__version__}.",
-        f"- Task `{args.task}` (`--params {os.path.relpath(args.params, ROOT)}`). Same model "
+        f"- Task `{args.task}` (`--params {params_label(args.params)}`). Same model "
         f"({args.model}), data ({args.train_rows} train rows), global batch "
         f"{args.batch_size}, {args.epochs} epoch(s)"
         + (", bf16 autocast" if args.device == "cuda" else ", fp32")
@@ -370,10 +372,10 @@ def write_report(path: Path, args, runs: list[tuple[str, dict]], ray_note: str) 
             "",
             "What `ml train` adds over the plain loop: Ray Train starts a controller and a "
             "worker process (each imports Ray Train and torch) plus a synchronization actor; Ray "
-            "Data tokenizes in its own worker, beside its stats and autoscaling actors; with "
-            "`interleave` the token ids reach the worker through Ray's object store; each "
-            "epoch writes a checkpoint (weights and AdamW state, ~260 MB, written and then "
-            "copied to storage, 0.2-0.6 s); MLflow gets params "
+            "Data encodes the splits (the task's `encode`) in its own worker, beside its stats "
+            "and autoscaling actors; with `interleave` the encoded arrays reach the worker "
+            "through Ray's object store; each epoch writes a checkpoint (the task's model dir "
+            "and the optimizer state, written and then copied to storage); MLflow gets params "
             "and tags (the run is opened in a driver thread while Ray Train starts), per-epoch "
             "metrics (from the Ray Train controller, so the worker never imports MLflow) and the "
             "pyfunc model. During the epochs, Ray's other processes (the CPU table) keep "
@@ -429,6 +431,12 @@ def cpu_table(plain: list[dict], ray: list[dict]) -> list[str]:
         "training keeps every core busy, as here, the wall ratio cannot go below that.",
     ]
     return lines
+
+
+def params_label(params: str) -> str:
+    """The params file as the report names it: relative to the repository when inside it."""
+    path = Path(params).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
 
 
 def describe_model(settings) -> str:
