@@ -170,7 +170,11 @@ def _read(path: Path, settings: Settings, uri: str) -> Any:
     if suffix == ".csv":
         return ray.data.read_csv(str(path), **read_args)
     if suffix in (".parquet", ".pq") or (path.is_dir() and any(path.glob("*.parquet"))):
-        return ray.data.read_parquet(str(path), **read_args)
+        import pyarrow.parquet as pq
+
+        # Read here, not by read_parquet: its file-listing task reserves a whole CPU, and with
+        # a Serve replica and the model actor holding both of a small machine's, it never runs.
+        return ray.data.from_arrow(pq.read_table(str(path)))
     if path.is_dir():
         return ray.data.from_pandas(_folder_frame(path, settings, _model_meta(settings, uri)))
     if path.name.lower().removesuffix(".gz").endswith(IDX_SUFFIXES):
