@@ -62,36 +62,35 @@ def background(
     """`ml train`'s Ray side with `idle_worker` as the train loop (runs in its own process).
     With `fit_seconds_file`, the train loop is `noop_worker` and fit()'s wall time is written
     there instead."""
-    import json
-
     from ml.config import load_settings
-    from ml.train import ray_train
+    from ml.tasks import task_of
+    from ml.train import cluster, inputs
+    from ml.train.worker import WorkerConfig
 
     settings = load_settings(params)
-    paths = ray_train.split_paths(settings)
-    labels = json.loads(paths["labels"].read_text())["labels"]
-    frames = {
-        name: ray_train.read_split(settings, paths[name], labels) for name in ("train", "val")
-    }
-    embedded = ray_train.init_ray(None, dashboard=settings.ray.dashboard)
-    workers = settings.train.num_workers
-    config = ray_train._worker_config(
-        settings, labels, len(frames["train"]), settings.train.epochs, False, workers
+    paths = inputs.split_paths(settings)
+    labels = inputs.read_labels(paths)
+    splits = inputs.read_splits(settings, paths, labels)
+    preprocessor = task_of(settings).preprocessor(settings)
+    embedded = cluster.init_ray(None, dashboard=settings.ray.dashboard)
+    train = settings.train
+    scaling = cluster.plan_scaling(train, train.num_workers, False, wait_s=0.0)
+    datasets, split_refs = inputs.trainer_inputs(
+        settings, preprocessor, splits, private_ray=embedded
     )
-    config.update(ready_file=ready_file, stop_file=stop_file)
-    datasets, config["split_refs"] = ray_train.trainer_inputs(
-        frames,
-        ray_train.check_base_model(settings.model.base),
-        settings.model.max_length,
-        settings.train.data_sharding,
-        private_ray=embedded,
-    )
-    trainer = ray_train.make_trainer(
+    worker = WorkerConfig(
         settings,
+        tuple(labels),
+        len(splits["train"]),
+        threads_per_worker=scaling.threads_per_worker,
+        split_refs=split_refs,
+    )
+    config = {**worker.as_loop_config(), "ready_file": ready_file, "stop_file": stop_file}
+    trainer = cluster.make_trainer(
+        settings,
+        scaling,
         config,
         datasets,
-        num_workers=workers,
-        use_gpu=False,
         run_name="ray-background",
         storage_path=storage,
         train_loop=noop_worker if fit_seconds_file else idle_worker,

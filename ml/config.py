@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -86,6 +86,10 @@ class ValidateSettings(_Section):
     min_examples_per_class: int = Field(10, ge=1)
     min_text_chars: int = Field(10, ge=1)
     max_text_chars: int = Field(20000, ge=1)
+    # Image task: the share of a file's images that may repeat an earlier one (by content hash),
+    # and of the holdout's images that may also be in train; above it validation fails.
+    max_duplicate_share: float = Field(0.0, ge=0, le=1)
+    max_leakage_share: float = Field(0.0, ge=0, le=1)
     report: str = "reports/data_validation.json"
 
 
@@ -106,7 +110,13 @@ class ImageSettings(_Section):
         default_factory=lambda: [32, 64], min_length=1, description="CNN width per conv block"
     )
     hidden: int = Field(128, ge=1, description="units of the dense layer before the classes")
+    convs_per_block: int = Field(1, ge=1, le=4, description="conv layers before each pooling")
+    # Pixel statistics of the training images on a 0-1 scale (Fashion-MNIST's), which the
+    # model uses to normalise its input.
+    pixel_mean: float = Field(0.2860, ge=0, le=1)
+    pixel_std: float = Field(0.3530, gt=0, le=1)
     augment: bool = Field(True, description="random shifts and flips while training")
+    max_shift: int = Field(2, ge=0, description="largest random shift in pixels (augment)")
     allow_resize: bool = Field(False, description="serving resizes other sizes instead of 4xx")
     allow_colour: bool = Field(False, description="serving converts colour to greyscale")
     max_image_bytes: int = Field(1_000_000, ge=1, description="largest encoded image accepted")
@@ -156,7 +166,14 @@ class TrainSettings(_Section):
     metric: str = Field("val_loss", description="validation metric: early stopping, best model")
     metric_mode: Literal["max", "min"] = Field("min", description="max for scores, min for losses")
     num_workers: int = Field(1, ge=1)
-    cpus_per_worker: float = Field(2, gt=0)
+    cpus_per_worker: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
+        "auto",
+        description="CPUs per worker; auto: the most that num_workers workers can each get on "
+        "the cluster's nodes (capped), resolved when training starts",
+    )
+    cluster_wait_s: float = Field(
+        10.0, ge=0, description="how long to wait for nodes that fit the workers (autoscaling)"
+    )
     use_gpu: bool = False
     resources_per_worker: dict[str, float] = Field(default_factory=dict)
     data_sharding: Literal["interleave", "streaming_split"] = Field(
@@ -184,24 +201,82 @@ class TuneSettings(_Section):
     epochs: list[int] = Field(default_factory=lambda: [4, 8], min_length=1)
     dropout: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.2], min_length=1)
     max_length: list[int] = Field(default_factory=lambda: [48, 64], min_length=1)
+    hidden: list[int] = Field(
+        default_factory=lambda: [64, 128, 256], min_length=1, description="image.hidden values"
+    )
     output: str = "reports/tune/best_params.yaml"
 
 
+# Each slicing function's arguments (which task offers which: ml/tasks/*/evaluation.py).
+SLICE_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "short_text": ("words",),
+    "long_text": ("words",),
+    "keywords": ("keywords",),
+    "brightness": ("min_intensity", "max_intensity"),
+    "classes": ("classes",),
+}
+
+
 class SliceSettings(_Section):
-    """One slice of the holdout, chosen by a named slicing function in ml/evaluate/slices.py."""
+    """One slice of the holdout, chosen by a named slicing function of the configured task."""
 
     name: str = Field(min_length=1)
-    function: Literal["short_text", "long_text", "keywords"]
+    function: Literal["short_text", "long_text", "keywords", "brightness", "classes"]
     words: int | None = Field(None, ge=1, description="word-count threshold (short/long_text)")
     keywords: list[str] = Field(default_factory=list, description="any of these (keywords)")
+    # Mean pixel intensity on the 0-1 scale of the image statistics (drift, prediction log).
+    min_intensity: float | None = Field(
+        None, ge=0, le=1, description="mean pixel intensity at least this (brightness)"
+    )
+    max_intensity: float | None = Field(
+        None, ge=0, le=1, description="mean pixel intensity at most this (brightness)"
+    )
+    classes: list[str] = Field(default_factory=list, description="true class among (classes)")
 
     @model_validator(mode="after")
     def _arguments_present(self) -> SliceSettings:
+        arguments = {a for names in SLICE_ARGUMENTS.values() for a in names}
+        given = sorted(a for a in arguments if getattr(self, a) not in (None, []))
+        takes = SLICE_ARGUMENTS[self.function]
+        stray = [a for a in given if a not in takes]
+        if stray:
+            raise ValueError(
+                f"slice {self.name!r}: {self.function} takes {' / '.join(takes)}, not {stray}"
+            )
         if self.function in ("short_text", "long_text") and self.words is None:
             raise ValueError(f"slice {self.name!r}: {self.function} needs `words`")
         if self.function == "keywords" and not self.keywords:
             raise ValueError(f"slice {self.name!r}: keywords needs a non-empty `keywords` list")
+        if self.function == "classes" and not self.classes:
+            raise ValueError(f"slice {self.name!r}: classes needs a non-empty `classes` list")
+        if self.function == "brightness":
+            low, high = self.min_intensity, self.max_intensity
+            if low is None and high is None:
+                raise ValueError(
+                    f"slice {self.name!r}: brightness needs `min_intensity` and/or "
+                    "`max_intensity` (mean pixel intensity, 0-1)"
+                )
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"slice {self.name!r}: min_intensity {low} > max_intensity {high}")
         return self
+
+    @property
+    def description(self) -> str:
+        """How the PR report names the slice's rule."""
+        if self.function == "short_text":
+            return f"≤ {self.words} words"
+        if self.function == "long_text":
+            return f"≥ {self.words} words"
+        if self.function == "keywords":
+            return "mentions " + ", ".join(self.keywords)
+        if self.function == "classes":
+            return "classes " + ", ".join(self.classes)
+        low, high = self.min_intensity, self.max_intensity
+        if low is None:
+            return f"mean intensity ≤ {high:g}"
+        if high is None:
+            return f"mean intensity ≥ {low:g}"
+        return f"mean intensity {low:g} to {high:g}"
 
 
 class EvaluateSettings(_Section):
@@ -272,6 +347,9 @@ class ServeSettings(_Section):
     max_batch_items: int = Field(256, ge=1)
     max_body_bytes: int = Field(2_000_000, ge=1)
     log_text: bool = True
+    log_inputs: bool = Field(
+        False, description="image task: keep the pixels in the prediction log (else hash + stats)"
+    )
     prediction_log_dir: str = "logs/predictions"
     auth: bool = Field(
         True,
@@ -297,6 +375,10 @@ class DriftThresholds(_Section):
     oov_rate: float = Field(0.25, gt=0, description="Wasserstein distance / reference std")
     label: float = Field(0.12, gt=0, le=1, description="Jensen-Shannon distance")
     confidence: float = Field(0.35, gt=0, description="Wasserstein distance / reference std")
+    # Image task (image statistics of each logged prediction).
+    mean_intensity: float = Field(0.2, gt=0, description="Wasserstein distance / reference std")
+    contrast: float = Field(0.2, gt=0, description="Wasserstein distance / reference std")
+    blank_share: float = Field(0.1, gt=0, le=1, description="Jensen-Shannon distance")
 
 
 class MonitorSettings(_Section):
@@ -311,12 +393,14 @@ class MonitorSettings(_Section):
     embedding_model: str = "all-minilm-l6-v2"
     embedding_sample: int = Field(200, ge=10, description="window rows embedded (seeded sample)")
     embedding_max_length: int = Field(64, ge=8, le=512)
-    seed: int = 0
-    reference_splits: list[str] = Field(
-        default_factory=lambda: ["train.csv", "val.csv"], min_length=1
+    embedding_reference_sample: int | None = Field(
+        None, ge=10, description="reference rows in the MMD (seeded sample; empty: all)"
     )
+    seed: int = 0
+    # Split names (train, val, test: that split of the task, e.g. train.npz) or file names.
+    reference_splits: list[str] = Field(default_factory=lambda: ["train", "val"], min_length=1)
     prediction_reference_split: str = Field(
-        "val.csv", description="split the model did not fit: reference predicted labels/confidence"
+        "val", description="split the model did not fit: reference predicted labels/confidence"
     )
     model_dir: str | None = Field(None, description="model for reference predictions; model.dir")
     report_dir: str = "reports/drift"
@@ -354,6 +438,25 @@ class Settings(BaseModel):
 
     root: Path = Field(default=Path("."), exclude=True)
     provenance: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    @model_validator(mode="after")
+    def _slices_fit_the_task(self) -> Settings:
+        from ml.tasks import get_task
+
+        offered = get_task(self.task).slice_functions()
+        for spec in self.evaluate.slices:
+            if spec.function not in offered:
+                raise ValueError(
+                    f"evaluate.slices: slice {spec.name!r} uses {spec.function}, which the "
+                    f"{self.task} task does not offer; use one of {offered}"
+                )
+            unknown = sorted(set(spec.classes) - set(self.data.labels)) if self.data.labels else []
+            if unknown:
+                raise ValueError(
+                    f"evaluate.slices: slice {spec.name!r} names classes {unknown} that are not "
+                    f"in data.labels {self.data.labels}"
+                )
+        return self
 
     def path(self, relative: str | Path) -> Path:
         """A project path (from params) resolved against the project root (the working folder)."""

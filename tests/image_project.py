@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -103,3 +104,40 @@ def make_image_project(
         shutil.copytree(root / folder, keep / folder)
     _made[key] = keep
     return params_file
+
+
+def train_tiny_image_model(project: Path, steps: int = 30, batch_size: int = 32) -> Path:
+    """An image model dir trained in-process for `steps` steps on a project's train split
+    (made by make_image_project; `project` is its params file or folder), by the loop core and
+    the task's save_model, without Ray: a real model dir in seconds for serve/monitor/evaluate
+    tests. Returns settings.model.dir under the project."""
+    from ml.config import load_settings
+    from ml.data.splits import split_path
+    from ml.tasks import task_of
+    from ml.train import loop
+
+    params_file = project / "params.yaml" if project.is_dir() else project
+    settings = load_settings(params_file, environ={})
+    settings.root = params_file.parent
+    task = task_of(settings)
+    labels = list(settings.data.labels)
+    train = task.read_split(settings, split_path(settings, "train"))
+    loop.set_seed(settings.train.seed)
+    model, preprocessor = task.build_model(settings, labels)
+    encoded = dict(task.encode(preprocessor, train.inputs, settings))
+    index = {label: i for i, label in enumerate(labels)}
+    encoded[loop.LABEL_COLUMN] = np.asarray([index[label] for label in train.labels], np.int64)
+    optimizer = loop.make_optimizer(model, 3e-3, 0.0)
+    epoch = 0
+    while steps > 0:
+        batches = loop.iterate_batches(encoded, batch_size, True, settings.train.seed, epoch)
+        done = loop.train_epoch(
+            model, batches, optimizer, None, collate=task.collate, max_steps=steps
+        )
+        if not done["steps"]:
+            raise AssertionError(f"{split_path(settings, 'train')} has no images to train on")
+        steps -= int(done["steps"])
+        epoch += 1
+    model_dir = settings.path(settings.model.dir)
+    task.save_model(model, preprocessor, labels, model_dir, {"task": task.name, "labels": labels})
+    return model_dir

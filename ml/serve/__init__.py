@@ -10,14 +10,9 @@ from typing import Any
 
 
 def init_ray(address: str | None, **kwargs: Any) -> None:
-    """Connect to the configured cluster, or start a private local Ray instance.
+    """Connect to the configured cluster, or start a private local Ray instance (without a
+    dashboard), by the one `init_ray` that training uses too (ml/train/cluster.py). No-op if
+    Ray is already initialised (tests, a driver that set it up itself)."""
+    from ml.train.cluster import init_ray as connect
 
-    `address="local"` matters: with no address, ray.init joins whatever cluster was started last
-    on this machine (/tmp/ray/ray_current_cluster), which on a shared machine may be someone
-    else's. No-op if Ray is already initialised (tests, a driver that set it up itself).
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    ray.init(address=address or "local", include_dashboard=False, **kwargs)
+    connect(address, dashboard=False, **kwargs)

@@ -60,6 +60,8 @@ class Task(Protocol):
     name: ClassVar[str]
     # The file suffix of data/splits/{train,val,test}<suffix>.
     split_suffix: ClassVar[str]
+    # Whether the prediction log keeps the predictor's `features` of each input (log_fields).
+    log_features: ClassVar[bool]
 
     # -- data ---------------------------------------------------------------------------------
     def source_files(self, settings: Settings) -> list[str]:
@@ -77,6 +79,10 @@ class Task(Protocol):
     # -- model --------------------------------------------------------------------------------
     def build_model(self, settings: Settings, labels: list[str]) -> tuple[Any, Any]:
         """A fresh torch module for `labels` and its preprocessor (tokenizer, image transform)."""
+
+    def preprocessor(self, settings: Settings) -> Any:
+        """The preprocessor alone, as build_model returns it but without loading any weights:
+        training encodes the splits with it in the driver before the workers start."""
 
     def encode(self, preprocessor: Any, inputs: Any, settings: Settings) -> dict[str, np.ndarray]:
         """Model-ready arrays for a split (token ids and masks; normalised pixels)."""
@@ -98,21 +104,63 @@ class Task(Protocol):
     def from_frame(self, frame: Any, meta: dict[str, Any]) -> Any:
         """A pyfunc input DataFrame as inputs; meta is the model dir's meta.json."""
 
+    def tune_space(self, settings: Settings) -> dict[str, list[Any]]:
+        """`ml tune`'s dimensions of this task's own, beside the shared lr/batch size/epochs:
+        dotted params keys (e.g. "model.max_length") -> the values a trial chooses from."""
+
     # -- evaluation ---------------------------------------------------------------------------
+    # Whether ml/evaluate/behavioural.py's text cases apply; False: reported as not applicable.
+    behavioural_checks: ClassVar[bool]
+
+    def slice_functions(self) -> list[str]:
+        """The evaluate.slices `function:` names this task offers (config rejects others)."""
+
     def slice_masks(self, settings: Settings, examples: Examples) -> dict[str, np.ndarray]:
         """evaluate.slices from params: slice name -> boolean mask over the examples."""
 
+    def prediction_columns(self, examples: Examples) -> dict[str, Sequence[Any]]:
+        """What reports/eval/predictions.csv shows of each example beside its id (text: the
+        text; image: its statistics, never the pixels)."""
+
     # -- serving ------------------------------------------------------------------------------
-    def parse_request(self, body: bytes, content_type: str, settings: Settings) -> Any:
-        """A /predict body as the task's inputs, or a RequestError (4xx) saying what is accepted."""
+    def parse_request(
+        self,
+        body: bytes,
+        content_type: str,
+        settings: Settings,
+        meta: Mapping[str, Any] | None = None,
+    ) -> tuple[list[Any], bool]:
+        """A /predict body as (one input per item, is_batch), or a RequestError (4xx,
+        ml/tasks/request.py) saying what is accepted; meta: the served model dir's meta.json."""
 
     def smoke_request(self, settings: Settings) -> tuple[bytes, str]:
         """What a release POSTs to /predict to check the deployed model: (body, content type)."""
 
-    def log_fields(self, inputs: Any, settings: Settings) -> list[dict[str, Any]]:
+    def log_fields(
+        self, inputs: Any, settings: Settings, features: Any = None
+    ) -> list[dict[str, Any]]:
         """Per input, what the prediction log keeps (text or its hash; an image's hash and
-        statistics, never its pixels unless configured)."""
+        statistics, never its pixels unless configured); features: the predictor's
+        penultimate activations of the inputs where it has them (the image embedding)."""
+
+    def onnx_inputs(self, predictor: Any) -> tuple[dict[str, Any], dict[str, dict[int, str]]]:
+        """A sample of the predictor's module inputs (keyword -> tensor) and their dynamic
+        dims, from which ml/serve/onnx.py exports the graph ONNX Runtime serves."""
 
     # -- monitoring ---------------------------------------------------------------------------
-    def drift_features(self, records: Any, settings: Settings) -> Any:
-        """The per-record statistics drift monitoring compares with the reference."""
+    def drift_record_problem(self, record: dict[str, Any]) -> str:
+        """'' when a prediction-log record has what drift_features reads, else what is wrong
+        (the record is then counted as malformed, never fatal)."""
+
+    def drift_reference(
+        self, settings: Settings, model_dir: Path | str | None = None, **options: Any
+    ) -> Any:
+        """The drift reference (ml.monitor.signals.Reference) from the reference splits (and
+        the model's predictions and embeddings when model_dir holds a model). options: stand-ins
+        for the model or encoder (tests, benchmarks)."""
+
+    def drift_features(
+        self, records: Any, settings: Settings, reference: Any, embed: Any = None
+    ) -> Any:
+        """A window of log records (a DataFrame) as ml.monitor.signals.WindowFeatures: the
+        column signals' values per record and a seeded sample of embeddings."""

@@ -8,7 +8,9 @@ from typing import Any, ClassVar
 
 class ImageClassificationTask:
     name: ClassVar[str] = "image-classification"
+    behavioural_checks: ClassVar[bool] = False
     split_suffix: ClassVar[str] = ".npz"
+    log_features: ClassVar[bool] = True
 
     def source_files(self, settings: Any) -> list[str]:
         from ml.tasks.image_classification import data
@@ -34,6 +36,11 @@ class ImageClassificationTask:
         from ml.tasks.image_classification import model
 
         return model.build_model(settings, labels)
+
+    def preprocessor(self, settings: Any) -> Any:
+        from ml.tasks.image_classification import model
+
+        return model.preprocessor(settings)
 
     def encode(self, preprocessor: Any, inputs: Any, settings: Any) -> dict[str, Any]:
         from ml.tasks.image_classification import model
@@ -67,30 +74,62 @@ class ImageClassificationTask:
 
         return model.from_frame(frame, meta)
 
+    def slice_functions(self) -> list[str]:
+        from ml.tasks.image_classification import evaluation
+
+        return sorted(evaluation.SLICE_FUNCTIONS)
+
+    def tune_space(self, settings: Any) -> dict[str, list[Any]]:
+        from ml.tasks.image_classification import model
+
+        return model.tune_space(settings)
+
     def slice_masks(self, settings: Any, examples: Any) -> dict[str, Any]:
         from ml.tasks.image_classification import evaluation
 
         return evaluation.slice_masks(settings, examples)
 
-    def parse_request(self, body: bytes, content_type: str, settings: Any) -> Any:
+    def prediction_columns(self, examples: Any) -> dict[str, Any]:
+        from ml.tasks.image_classification import evaluation
+
+        return evaluation.prediction_columns(examples)
+
+    def parse_request(
+        self, body: bytes, content_type: str, settings: Any, meta: Any = None
+    ) -> tuple[list[Any], bool]:
         from ml.tasks.image_classification import serving
 
-        return serving.parse_request(body, content_type, settings)
+        return serving.parse_request(body, content_type, settings, meta)
 
     def smoke_request(self, settings: Any) -> tuple[bytes, str]:
         from ml.tasks.image_classification import serving
 
         return serving.smoke_request(settings)
 
-    def log_fields(self, inputs: Any, settings: Any) -> list[dict[str, Any]]:
+    def log_fields(self, inputs: Any, settings: Any, features: Any = None) -> list[dict[str, Any]]:
         from ml.tasks.image_classification import serving
 
-        return serving.log_fields(inputs, settings)
+        return serving.log_fields(inputs, settings, features)
 
-    def drift_features(self, records: Any, settings: Any) -> Any:
+    def onnx_inputs(self, predictor: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        from ml.tasks.image_classification import serving
+
+        return serving.onnx_inputs(predictor)
+
+    def drift_record_problem(self, record: dict[str, Any]) -> str:
         from ml.tasks.image_classification import drift
 
-        return drift.drift_features(records, settings)
+        return drift.record_problem(record)
+
+    def drift_reference(self, settings: Any, model_dir: Any = None, **options: Any) -> Any:
+        from ml.tasks.image_classification import drift
+
+        return drift.load_reference(settings, model_dir, **options)
+
+    def drift_features(self, records: Any, settings: Any, reference: Any, embed: Any = None) -> Any:
+        from ml.tasks.image_classification import drift
+
+        return drift.drift_features(records, settings, reference, embed)
 
 
 TASK = ImageClassificationTask()
