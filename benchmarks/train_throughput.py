@@ -13,8 +13,9 @@ report shows what share of the cores Ray's own processes take from the training.
 
 Any task: `--params` names its params file (run from that project's folder), e.g. the image
 task from a project made by tests/image_project.py with
-`--output reports/benchmarks/training-image.md`. Writes reports/benchmarks/training.md. On a machine without ray/mlflow (a bare GPU box) the plain
-loop is still measured and the Ray row says why it is missing. `--device cuda` trains in bf16.
+`--output reports/benchmarks/training-image.md`. Writes reports/benchmarks/training.md. On a
+machine without ray/mlflow (a bare GPU box) the plain loop is still measured and the Ray row
+says why it is missing. `--device cuda` trains in bf16.
 """
 
 from __future__ import annotations

@@ -62,8 +62,9 @@ def write_image_project(
     **monitor: Any,
 ) -> Path:
     """A project folder: configs/fashion-mnist.yaml as params.yaml (monitor section extended by
-    `monitor`; image section by `image`, default a small CNN) and data/splits/{train,val,test}.npz drawn (seeded, without
-    replacement) from the real files: train/val from the training file, test from t10k."""
+    `monitor`; image section by `image`, default a small CNN) and data/splits/{train,val,test}.npz
+    drawn (seeded, without replacement) from the real files: train/val from the training file,
+    test from t10k."""
     data = fashion_mnist()
     rng = np.random.default_rng(seed)
     rows = rng.permutation(len(data["train_labels"]))
