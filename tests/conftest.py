@@ -39,6 +39,22 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("ML_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
 
 
+# mlflow.set_tracking_uri also sets these in os.environ, so a test that runs a stage in-process
+# would point the `ml` subprocesses of every later test (cli_env copies os.environ) at its store.
+MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uri_stays_in_its_test():
+    before = {name: os.environ.get(name) for name in MLFLOW_URI_VARIABLES}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = shared_data_dir()
