@@ -118,7 +118,9 @@ def test_two_node_cluster_replica_on_second_node_requires_the_token(
         serve.run(app, name="auth-two-node", route_prefix="/")
         replicas = [
             actor
-            for actor in list_actors(filters=[("state", "=", "ALIVE")])
+            for actor in list_actors(
+                address=ray_cluster.gcs_address, filters=[("state", "=", "ALIVE")]
+            )
             if "Classifier" in (actor.class_name or "") or "Classifier" in actor.name
         ]
         assert replicas and {a.node_id for a in replicas} == {worker_node}
