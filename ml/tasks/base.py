@@ -164,3 +164,92 @@ class Task(Protocol):
     ) -> Any:
         """A window of log records (a DataFrame) as ml.monitor.signals.WindowFeatures: the
         column signals' values per record and a seeded sample of embeddings."""
+
+
+class PartsTask:
+    """A task package whose Task methods each delegate to the part module owning them (data,
+    model, evaluation, serving, drift beside the package's __init__). A task subclasses it and
+    sets the class attributes; parts are imported on first use, so `ml --help` stays light."""
+
+    name: ClassVar[str]
+    split_suffix: ClassVar[str]
+    behavioural_checks: ClassVar[bool]
+    log_features: ClassVar[bool]
+
+    def _part(self, part: str) -> Any:
+        import importlib
+
+        return importlib.import_module(f"{type(self).__module__}.{part}")
+
+    def source_files(self, settings: Any) -> list[str]:
+        return self._part("data").source_files(settings)
+
+    def validate(self, settings: Any) -> Any:
+        return self._part("data").validate(settings)
+
+    def write_splits(self, settings: Any) -> Any:
+        return self._part("data").write_splits(settings)
+
+    def read_split(self, settings: Any, path: Path, max_rows: int | None = None) -> Any:
+        return self._part("data").read_split(settings, path, max_rows)
+
+    def build_model(self, settings: Any, labels: list[str]) -> tuple[Any, Any]:
+        return self._part("model").build_model(settings, labels)
+
+    def preprocessor(self, settings: Any) -> Any:
+        return self._part("model").preprocessor(settings)
+
+    def encode(self, preprocessor: Any, inputs: Any, settings: Any) -> dict[str, Any]:
+        return self._part("model").encode(preprocessor, inputs, settings)
+
+    def collate(self, batch: Any, device: Any, train: bool) -> dict[str, Any]:
+        return self._part("model").collate(batch, device, train)
+
+    def save_model(
+        self, model_: Any, preprocessor: Any, labels: list[str], model_dir: Path, meta: dict
+    ) -> None:
+        self._part("model").save_model(model_, preprocessor, labels, model_dir, meta)
+
+    def load_predictor(self, model_dir: Path, device: str = "cpu") -> Any:
+        return self._part("model").load_predictor(model_dir, device)
+
+    def to_frame(self, inputs: Any) -> Any:
+        return self._part("model").to_frame(inputs)
+
+    def from_frame(self, frame: Any, meta: dict[str, Any]) -> Any:
+        return self._part("model").from_frame(frame, meta)
+
+    def slice_functions(self) -> list[str]:
+        return sorted(self._part("evaluation").SLICE_FUNCTIONS)
+
+    def tune_space(self, settings: Any) -> dict[str, list[Any]]:
+        return self._part("model").tune_space(settings)
+
+    def slice_masks(self, settings: Any, examples: Any) -> dict[str, Any]:
+        return self._part("evaluation").slice_masks(settings, examples)
+
+    def prediction_columns(self, examples: Any) -> dict[str, Any]:
+        return self._part("evaluation").prediction_columns(examples)
+
+    def parse_request(
+        self, body: bytes, content_type: str, settings: Any, meta: Any = None
+    ) -> tuple[list[Any], bool]:
+        return self._part("serving").parse_request(body, content_type, settings, meta)
+
+    def smoke_request(self, settings: Any) -> tuple[bytes, str]:
+        return self._part("serving").smoke_request(settings)
+
+    def log_fields(self, inputs: Any, settings: Any, features: Any = None) -> list[dict[str, Any]]:
+        return self._part("serving").log_fields(inputs, settings, features)
+
+    def onnx_inputs(self, predictor: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        return self._part("serving").onnx_inputs(predictor)
+
+    def drift_record_problem(self, record: dict[str, Any]) -> str:
+        return self._part("drift").record_problem(record)
+
+    def drift_reference(self, settings: Any, model_dir: Any = None, **options: Any) -> Any:
+        return self._part("drift").load_reference(settings, model_dir, **options)
+
+    def drift_features(self, records: Any, settings: Any, reference: Any, embed: Any = None) -> Any:
+        return self._part("drift").drift_features(records, settings, reference, embed)
