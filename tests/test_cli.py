@@ -40,11 +40,20 @@ def test_cli_import_keeps_heavy_libraries_out():
     assert json.loads(out.stdout) == []
 
 
-@pytest.mark.parametrize("path", command_paths(), ids=lambda p: " ".join(p) or "ml")
-def test_every_command_has_help(path, tmp_path):
-    result = run_ml([*path, "--help"], tmp_path)
+def test_the_installed_ml_command_has_help(tmp_path):
+    result = run_ml(["--help"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Usage: ml" in result.stdout
+
+
+# In this process: the same Typer app the console script runs (checked above), without a
+# Python start-up per command.
+@pytest.mark.parametrize("path", command_paths(), ids=lambda p: " ".join(p) or "ml")
+def test_every_command_has_help(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, [*path, "--help"], prog_name="ml")
+    assert result.exit_code == 0, result.output
+    assert "Usage: ml" in result.output
 
 
 def test_expected_areas_exist():
