@@ -1,0 +1,28 @@
+"""The repository's models.yaml and params files in a throwaway folder, for the models tests."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from pathlib import Path
+
+from ml.models import MODELS_FILE, Catalog, load_models
+from tests.conftest import REPO_ROOT
+
+ALL = ["madewithml", "medical-abstracts", "fashion-mnist"]
+TEXT = ["madewithml", "medical-abstracts"]
+
+
+def copy_models_project(root: Path) -> Path:
+    """ROOT holding models.yaml, params.yaml and configs/ as the repository has them."""
+    root.mkdir()
+    for name in (MODELS_FILE, "params.yaml"):
+        shutil.copy(REPO_ROOT / name, root / name)
+    shutil.copytree(REPO_ROOT / "configs", root / "configs")
+    return root
+
+
+@functools.cache
+def catalog() -> Catalog:
+    """The repository's own model list (read once: the property tests call it per example)."""
+    return load_models(REPO_ROOT)
