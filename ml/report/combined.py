@@ -201,8 +201,9 @@ def _section(report: ModelReport) -> _Section:
 
 def _cut_points(lines: Sequence[str]) -> list[tuple[int, int]]:
     """(i, depth): keeping lines[:i] leaves no code block open, no table header without its
-    separator row, and `depth` <details> open. A table may lose its last rows (what is kept
-    is still a table, and the truncation line follows it), as ml/report/pr.py cuts rows."""
+    separator row, no <details> without its <summary>, and `depth` <details> open. A table
+    may lose its last rows (what is kept is still a table, and the truncation line follows
+    it), as ml/report/pr.py cuts rows."""
     points, depth, fence = [(0, 0)], 0, False
     for i, line in enumerate(lines):
         stripped = line.lstrip()
@@ -211,7 +212,8 @@ def _cut_points(lines: Sequence[str]) -> list[tuple[int, int]]:
         elif not fence:
             depth += len(_DETAILS_OPEN.findall(line)) - len(_DETAILS_CLOSE.findall(line))
         following = lines[i + 1] if i + 1 < len(lines) else ""
-        if not fence and not _SEPARATOR.match(following) and depth >= 0:
+        inside_head = _SEPARATOR.match(following) or following.startswith("<summary>")
+        if not fence and not inside_head and depth >= 0:
             points.append((i + 1, depth))
     return points
 
@@ -229,7 +231,7 @@ def truncate(section: _Section, cap: int) -> str:
         closing = ["", "</details>"] * depth
         extra = sum(_size(x) + 1 for x in closing)
         if fixed + sizes[i] + extra > cap:
-            break
+            continue  # a later point with fewer <details> open needs fewer closing tags
         kept = body[:i]
         while kept and not kept[-1].strip():
             kept = kept[:-1]

@@ -94,6 +94,9 @@ def assert_well_formed(body: str) -> None:
             continue
         depth += line.count("<details") - line.count("</details>")
         assert depth >= 0, f"</details> without <details> at {where}"
+        if line.startswith("<details"):
+            following = lines[number] if number < len(lines) else ""
+            assert following.startswith("<summary>"), f"<details> without <summary> at {where}"
         if line.startswith("|"):
             cells = len(_PIPE.findall(line))
             if columns is None:
