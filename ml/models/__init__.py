@@ -40,7 +40,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ml.config import DEFAULT_PARAMS_FILE, ConfigError
+from ml.config import DEFAULT_PARAMS_FILE, ConfigError, DataSettings, Settings
+from ml.tasks import TASK_MODULES
 
 MODELS_FILE = "models.yaml"
 
@@ -67,10 +68,10 @@ class ModelEntry(_Strict):
     @field_validator("params")
     @classmethod
     def _inside_the_repository(cls, value: str) -> str:
-        path = PurePosixPath(value.replace("\\", "/"))
-        if path.is_absolute() or ".." in path.parts or not path.parts:
+        path = repo_path(value)
+        if path is None:
             raise ValueError(f"{value!r} must be a path inside the repository, relative to it")
-        return path.as_posix()
+        return path
 
 
 class ModelsFile(_Strict):
@@ -112,6 +113,17 @@ class Catalog:
 def output_roots(name: str) -> dict[str, str]:
     """Where a model's outputs will live once stages are scoped per model (#23)."""
     return {"data": f"data/{name}", "models": f"models/{name}", "reports": f"reports/{name}"}
+
+
+def repo_path(value: Any) -> str | None:
+    """`value` as a posix path relative to the repository, or None (a URL, an absolute path,
+    one that climbs out with ..)."""
+    if not isinstance(value, str) or "://" in value:
+        return None
+    path = PurePosixPath(value.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        return None
+    return path.as_posix()
 
 
 def _did_you_mean(name: str, names: Iterable[str]) -> str:
@@ -172,9 +184,6 @@ def _check_name(name: str, where: str) -> None:
 
 
 def _model(entry: ModelEntry, root: Path, where: str) -> Model:
-    from ml.config import DataSettings, Settings
-    from ml.tasks import TASK_MODULES
-
     params = entry.params
     path = root / params
     if not path.is_file():
@@ -195,19 +204,9 @@ def _model(entry: ModelEntry, root: Path, where: str) -> Model:
     fields = DataSettings.model_fields
     folders = [data.get(key, fields[key].default) for key in ("raw_dir", "splits_dir")]
     folders += [data.get("source", ""), output_roots(entry.name)["data"]]
-    return Model(entry.name, params, task, tuple(_in_repo(folders)))
-
-
-def _in_repo(paths: Iterable[Any]) -> list[str]:
-    """The relative, in-repository paths among `paths` (URLs and outside folders dropped)."""
-    kept = []
-    for value in paths:
-        if not isinstance(value, str) or not value or "://" in value:
-            continue
-        path = PurePosixPath(value.replace("\\", "/"))
-        if not path.is_absolute() and ".." not in path.parts and path.parts:
-            kept.append(path.as_posix())
-    return list(dict.fromkeys(kept))
+    # An outside data.source (a URL, ../shared/data) never shows in a git diff: dropped.
+    in_repo = dict.fromkeys(path for path in map(repo_path, folders) if path)
+    return Model(entry.name, params, task, tuple(in_repo))
 
 
 def load_models(root: Path | None = None) -> Catalog:

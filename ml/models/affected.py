@@ -34,6 +34,7 @@ from typing import Any, Literal
 import yaml
 
 from ml.models import MODELS_FILE, Catalog, Model, ModelsError, parse_models_file
+from ml.tasks import TASK_MODULES
 
 LOCK_PREFIX = "dvc.lock:"  # a path a changed dvc.lock entry names (changed_paths adds these)
 
@@ -146,21 +147,17 @@ def affected_models(
     {"path": PATH, "why": WHY}. `base_entries` is the base's models.yaml (name -> params file;
     None: unknown, so a change to models.yaml affects every model). Pure: no file or git access.
     """
-    from ml.tasks import TASK_MODULES
-
     reasons: dict[str, list[dict[str, str]]] = {model.name: [] for model in catalog.models}
     for path in dict.fromkeys(changed):
-        for name, why in _decide(catalog, path, base_entries, TASK_MODULES):
+        for name, why in _decide(catalog, path, base_entries):
             reasons[name].append({"path": path, "why": why})
     return {name: found for name, found in reasons.items() if found}
 
 
 def _decide(
-    catalog: Catalog,
-    path: str,
-    base_entries: Mapping[str, str] | None,
-    task_modules: Mapping[str, str],
+    catalog: Catalog, path: str, base_entries: Mapping[str, str] | None
 ) -> Iterator[tuple[str, str]]:
+    """(model name, why) for each model that the change to `path` affects."""
     own = [(model.name, why) for model in catalog.models if (why := _own_reason(model, path))]
     if own or path.startswith(LOCK_PREFIX):
         yield from own
@@ -178,7 +175,7 @@ def _decide(
     elif rule.scope == "task":
         package = _task_package(path)
         for model in catalog.models:
-            if task_modules.get(model.task) == package:
+            if TASK_MODULES.get(model.task) == package:
                 yield model.name, f"{rule.why} ({model.task})"
 
 
