@@ -139,6 +139,7 @@ def test_models_list_prints_a_table_and_json(repo):
     assert len(lines) == 1 and "*" in lines[0] and "text-classification" in lines[0]
     listed = run_ml(["models", "list", "--json"], repo)
     assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.splitlines()) == 1  # a workflow writes it to $GITHUB_OUTPUT
     assert json.loads(listed.stdout) == [
         {"name": "madewithml", "task": "text-classification", "params": "params.yaml"},
         {

@@ -8,9 +8,18 @@ import typer
 
 from ml.cli.common import run_stage
 
-app = typer.Typer(help="The declared models (models.yaml) and what a change affects.")
+app = typer.Typer(
+    help="The declared models (models.yaml) and what a change affects.", no_args_is_help=True
+)
 
-JSON_HELP = "print JSON (a list of {name, task, params}: a workflow matrix)"
+JSON_HELP = "print one line of JSON, a list of {name, task, params}: a workflow matrix"
+
+
+def _one_line(rows: list[dict]) -> str:
+    import json
+
+    # One line, so a workflow step can write it as `models=JSON` to $GITHUB_OUTPUT.
+    return json.dumps(rows, separators=(",", ":"))
 
 
 def _catalog():
@@ -24,16 +33,15 @@ def models_list(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Print the declared models: name, task, params file, and which is the default."""
-    import json
-
     catalog = _catalog()
     if as_json:
-        typer.echo(json.dumps([model.as_dict() for model in catalog.models], indent=2))
+        typer.echo(_one_line([model.as_dict() for model in catalog.models]))
         return
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table("name", "task", "params", "default")
+    # Folded, not cut with an ellipsis: a CI log is 80 columns wide and the path is the point.
+    table = Table(*(Column(h, overflow="fold") for h in ("name", "task", "params", "default")))
     for model in catalog.models:
         default = "*" if model.name == catalog.default else ""
         table.add_row(model.name, model.task, model.params, default)
@@ -50,8 +58,6 @@ def models_affected(
 ) -> None:
     """The models the commits BASE...HEAD affect (what the branch changed since it forked),
     each with why; the model list and params files are read from the working tree."""
-    import json
-
     from ml.models.affected import affected_between
 
     catalog = _catalog()
@@ -59,7 +65,7 @@ def models_affected(
     chosen = [model for model in catalog.models if model.name in affected]
     if as_json:
         rows = [{**model.as_dict(), "reasons": affected[model.name]} for model in chosen]
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(_one_line(rows))
         return
     if not chosen:
         typer.echo(f"no model is affected by {base}...{head}")
