@@ -40,7 +40,10 @@ def dvc_project(project: Path, shared_data: Path) -> tuple[Path, dict[str, str]]
     return project, env
 
 
-def test_repro_twice_runs_each_stage_once(dvc_project):
+def test_repro_twice_runs_each_stage_once_and_outputs_round_trip_through_the_remote(
+    dvc_project,
+):
+    # One project for both checks: a `dvc repro` of the data stages is most of each.
     project, env = dvc_project
     first = dvc(project, "repro", "split", env=env)
     assert ran_stages(first.stdout) == list(DATA_STAGES)
@@ -53,12 +56,10 @@ def test_repro_twice_runs_each_stage_once(dvc_project):
     third = dvc(project, "repro", "split", env=env)
     assert ran_stages(third.stdout) == ["split"]
 
-
-def test_outputs_round_trip_through_the_local_remote(dvc_project):
-    project, env = dvc_project
-    dvc(project, "repro", "split", env=env)
+    # The outputs round-trip through the local remote. Only the stages that ran have outputs
+    # to share (dvc.yaml also declares train and later); last, as `pull split` restores
+    # the split's outputs only.
     expected = (project / "data/splits/train.csv").read_bytes()
-    # Only the stages that ran have outputs to share (dvc.yaml also declares train and later).
     dvc(project, "push", "split", env=env)
     shutil.rmtree(project / "data")
     shutil.rmtree(project / ".dvc/cache")
