@@ -258,3 +258,14 @@ def test_the_docs_table_names_every_rule():
     page = (REPO_ROOT / "docs" / "models.md").read_text(encoding="utf-8")
     missing = [rule.pattern for rule in RULES if f"`{rule.pattern}`" not in page]
     assert missing == [], f"docs/models.md does not explain {missing}"
+
+
+def test_a_move_out_of_shared_code_names_both_sides(repo):
+    """Rename detection would name only tests/loop.py (no model); the shared file is gone too."""
+    git(repo, "init", "-q", "-b", "main")
+    commit(repo, {"ml/train/loop.py": "x = 1\n" * 50}, "base")
+    git(repo, "checkout", "-q", "-b", "move")
+    (repo / "tests").mkdir()
+    git(repo, "mv", "ml/train/loop.py", "tests/loop.py")
+    git(repo, "commit", "-q", "-m", "move")
+    assert affected(repo) == {name: ["ml/train/loop.py"] for name in ALL}
