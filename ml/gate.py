@@ -315,7 +315,11 @@ def _describe_unregistered(report: dict[str, Any] | None) -> dict[str, Any]:
 
 def check_report(settings: Settings) -> dict[str, Any]:
     """Read the gate decision already written (for a workflow's final pass/fail step)."""
-    path = settings.path(settings.gate.report)
+    return read_report(settings.path(settings.gate.report))
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """A gate.json already written; also one model's of several (`ml report combine --check`)."""
     if not path.is_file():
         raise GateError(f"{path} not found; run `ml gate` first")
     return json.loads(path.read_text())

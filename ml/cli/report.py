@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,3 +27,50 @@ def report_pr(
 
     path = run_stage(write_pr_comment, settings(), base)
     typer.echo(f"PR comment: {path} ({len(path.read_text(encoding='utf-8'))} characters)")
+
+
+@app.command("combine")
+def report_combine(
+    reports: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reports",
+            help="NAME=DIR: an affected model and its report folder (gate.json, eval/, "
+            "pr_comment.md); repeat per model",
+        ),
+    ] = None,
+    not_affected: Annotated[
+        list[str] | None,
+        typer.Option("--not-affected", help="a model the PR does not affect (listed, no section)"),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="where to write the comment (default: report.pr_comment)")
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="after writing, exit 1 when any model's gate failed or did not run "
+            "(the required check)",
+        ),
+    ] = False,
+) -> None:
+    """Combine several models' reports into one sticky PR comment: a summary table, then one
+    section per model (failed ones first, opened). Exits 1 with --check when a gate failed."""
+    from ml.report.combined import gate_failures, parse_model, write_combined
+
+    models = [run_stage(parse_model, option, exit_code=2) for option in reports or []]
+    if output is None:
+        cfg = settings()
+        output = cfg.path(cfg.report.pr_comment)
+    path, _ = run_stage(write_combined, models, output, not_affected or [])
+    typer.echo(f"PR comment: {path} ({len(path.read_text(encoding='utf-8'))} characters)")
+    if not check:
+        return
+    failures = run_stage(gate_failures, models)
+    for failure in failures:
+        typer.echo(f"  - {failure}")
+    if failures:
+        typer.secho(f"gate failed for {len(failures)} model(s)", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    typer.secho("gate passed for every model", fg=typer.colors.GREEN)

@@ -47,8 +47,9 @@ _SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 _MENTION = re.compile(r"(?<![A-Za-z0-9_])@(?=[A-Za-z0-9])")
 # `&#64;team` renders as `@team` and GitHub links it like the literal character.
 _AT_ENTITY = re.compile(r"&(?:#0*64|#[xX]0*40|commat);")
-# The only raw HTML the report writes (ml/report/pr.py): bare tags, no attributes.
-_NOT_SAFE_TAG = re.compile(r"<(?!/?(?:details|summary|sub)>)")
+# The only raw HTML the reports write (ml/report/pr.py, combined.py): bare tags, no attributes
+# but `open` on <details> (a failed model's section starts expanded).
+_NOT_SAFE_TAG = re.compile(r"<(?!/?(?:details|summary|sub)>|details open>)")
 ZERO_WIDTH_SPACE = "\u200b"
 
 
