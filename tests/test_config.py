@@ -81,9 +81,39 @@ def test_an_unrelated_unknown_section_lists_the_known_ones(tmp_path):
         load_settings(path, environ={})
 
 
+PARAMS_FILES = [REPO_ROOT / "params.yaml", *sorted((REPO_ROOT / "configs").glob("*.yaml"))]
+
+
 def test_every_config_in_the_repo_has_only_known_sections():
-    for path in [REPO_ROOT / "params.yaml", *sorted((REPO_ROOT / "configs").glob("*.yaml"))]:
+    for path in PARAMS_FILES:
         load_settings(path, environ={})
+
+
+@pytest.mark.parametrize("path", PARAMS_FILES, ids=[p.name for p in PARAMS_FILES])
+def test_every_params_file_runs_the_pipeline_by_copying_it_over_params_yaml(
+    tmp_path, monkeypatch, path
+):
+    """`cp configs/X.yaml params.yaml && dvc repro` works: DVC's own check, on a copy of
+    dvc.yaml, finds every params section and key that a stage lists."""
+    from dvc.dependency.param import MissingParamsError, ParamsDependency
+    from dvc.repo import Repo
+
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path / "site-cache"))
+    (tmp_path / "dvc.yaml").write_bytes((REPO_ROOT / "dvc.yaml").read_bytes())
+    (tmp_path / "params.yaml").write_bytes(path.read_bytes())
+    repo = Repo.init(tmp_path, no_scm=True)
+    missing, checked = [], set()
+    for stage in repo.index.stages:
+        for dep in stage.deps:
+            if isinstance(dep, ParamsDependency):
+                checked.update(dep.params)
+                try:
+                    dep.get_hash()
+                except MissingParamsError as exc:
+                    missing.append(f"{stage.name}: {exc}")
+    assert {"task", "data", "train", "evaluate", "gate"} <= checked  # the stages list params
+    assert not missing, f"{path.name} lacks what dvc.yaml's stages read: " + "; ".join(missing)
 
 
 def test_override_validates_and_records_its_source():
