@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
+import subprocess
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from ml.cli import app
 from ml.models import MODELS_FILE, Catalog, load_models
 from tests.conftest import REPO_ROOT
 
@@ -26,3 +31,13 @@ def copy_models_project(root: Path) -> Path:
 def catalog() -> Catalog:
     """The repository's own model list (read once: the property tests call it per example)."""
     return load_models(REPO_ROOT)
+
+
+def ml(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`ml ARGS` run in ROOT in-process (the app the console script runs; no interpreter start).
+    An exception the CLI did not turn into a message and exit code is raised here."""
+    with contextlib.chdir(root):
+        result = CliRunner().invoke(app, list(args), prog_name="ml")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)

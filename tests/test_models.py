@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from ml.models import MODELS_FILE, ModelsError, load_models, parse_models_file
 from tests.conftest import run_ml
-from tests.models_project import ALL, catalog, copy_models_project
+from tests.models_project import ALL, catalog, copy_models_project, ml
 
 
 @pytest.fixture
@@ -157,13 +157,13 @@ def test_models_list_prints_a_table_and_json(repo):
 
 def test_models_list_reports_a_bad_list_with_exit_code_2(repo):
     write_models(repo, [{"name": "madewithml", "params": "params.yaml"}] * 2)
-    result = run_ml(["models", "list", "--json"], repo)
+    result = ml(repo, "models", "list", "--json")
     assert result.returncode == 2 and "declared twice" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def config_task(repo: Path, *args: str) -> dict:
-    result = run_ml([*args, "config", "show", "--json"], repo)
+    result = ml(repo, *args, "config", "show", "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)["task"]
 
@@ -174,17 +174,19 @@ def test_model_option_selects_that_models_params(repo):
         "source": "configs/fashion-mnist.yaml",
     }
     assert config_task(repo)["value"] == "text-classification"  # no option: params.yaml
-    medical = run_ml(["--model", "medical-abstracts", "config", "show", "--json"], repo)
+    medical = ml(repo, "--model", "medical-abstracts", "config", "show", "--json")
     assert json.loads(medical.stdout)["data.train_file"]["value"] == "train.csv"
+    script = run_ml(["--model", "fashion-mnist", "config", "show", "--json"], repo)
+    assert json.loads(script.stdout)["task"]["value"] == "image-classification", script.stderr
 
 
 def test_model_and_params_together_are_a_usage_error(repo):
-    result = run_ml(["--model", "fashion-mnist", "--params", "params.yaml", "config", "show"], repo)
+    result = ml(repo, "--model", "fashion-mnist", "--params", "params.yaml", "config", "show")
     assert result.returncode == 2
     assert "give --model or --params, not both" in result.stderr
 
 
 def test_an_unknown_model_option_names_the_declared_ones(repo):
-    result = run_ml(["--model", "fashionmnist", "config", "show"], repo)
+    result = ml(repo, "--model", "fashionmnist", "config", "show")
     assert result.returncode == 2
     assert "did you mean 'fashion-mnist'?" in result.stderr and "Traceback" not in result.stderr

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from ml.models import MODELS_FILE, Catalog, Model
 from ml.models.affected import RULES, affected_models, lock_changes, rule_for
 from tests.conftest import REPO_ROOT, run_ml
-from tests.models_project import ALL, TEXT, catalog, copy_models_project
+from tests.models_project import ALL, TEXT, catalog, copy_models_project, ml
 
 
 @pytest.fixture
@@ -190,7 +190,7 @@ def commit(root: Path, files: dict[str, str], message: str) -> None:
 
 
 def affected(root: Path, *extra: str) -> dict[str, list[str]]:
-    result = run_ml(["models", "affected", "--base", "main", "--json", *extra], root)
+    result = ml(root, "models", "affected", "--base", "main", "--json", *extra)
     assert result.returncode == 0, result.stderr
     return {
         row["name"]: sorted(r["path"] for r in row["reasons"]) for row in json.loads(result.stdout)
@@ -226,7 +226,7 @@ def test_affected_on_a_real_git_repository(repo):
     commit(repo, {"ml/train/loop.py": "x = 2\n"}, "shared code on main")
     git(repo, "checkout", "-q", "change")
     assert affected(repo) == {"fashion-mnist": ["configs/fashion-mnist.yaml"]}
-    text = run_ml(["models", "affected", "--base", "main"], repo)
+    text = run_ml(["models", "affected", "--base", "main"], repo)  # the console script
     assert "fashion-mnist (image-classification):" in text.stdout
     assert "configs/fashion-mnist.yaml: its params file" in text.stdout
 
@@ -242,13 +242,13 @@ def test_affected_on_a_real_git_repository(repo):
     git(repo, "checkout", "-q", "-b", "docs-only", "main")
     commit(repo, {"docs/y.md": "y", "README.md": "r"}, "docs")
     assert affected(repo) == {}
-    assert "no model is affected" in run_ml(["models", "affected", "--base", "main"], repo).stdout
+    assert "no model is affected" in ml(repo, "models", "affected", "--base", "main").stdout
 
 
 def test_affected_names_a_ref_git_cannot_find(repo):
     git(repo, "init", "-q", "-b", "main")
     commit(repo, {"x.txt": "x"}, "base")
-    result = run_ml(["models", "affected", "--base", "origin/nosuch"], repo)
+    result = ml(repo, "models", "affected", "--base", "origin/nosuch")
     assert result.returncode == 2
     assert "git merge-base" in result.stderr or "git diff" in result.stderr
     assert "fetch-depth: 0" in result.stderr and "Traceback" not in result.stderr
