@@ -168,6 +168,16 @@ def test_a_model_with_its_own_data_folder_is_affected_alone():
     assert list(affected_models(models, ["data/fm/raw/train.idx.gz"])) == ["fm"]
     assert list(affected_models(models, ["data/fm.dvc"])) == ["fm"]  # a pointer above it
     assert list(affected_models(models, ["data.dvc"])) == ["tc", "fm"]
+    # Data kept inside shared code is still shared code: every model, and why for each.
+    fixture = Model("fx", "configs/fx.yaml", "text-classification", ("ml/fx",))
+    inside = Catalog((other, fixture), "tc")
+    assert affected_models(inside, ["ml/fx/a.csv"]) == {
+        "tc": [{"path": "ml/fx/a.csv", "why": "shared code"}],
+        "fx": [
+            {"path": "ml/fx/a.csv", "why": "its data: a file in ml/fx"},
+            {"path": "ml/fx/a.csv", "why": "shared code"},
+        ],
+    }
 
 
 # --- affected models: a real git repository ----------------------------------------------------

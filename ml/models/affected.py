@@ -2,23 +2,25 @@
 
 A change is the list of paths `git diff --name-only BASE...HEAD` names (merge-base form: what
 the branch changed, not what the base gained since). Each path is decided on its own, so the
-models a change affects are the union of what each path affects. In order, first match wins:
+models a change affects are the union of what each path affects. A path affects:
 
-1. A model's own files: its params file, and its data. The data is what pins it: `data.source`
-   and `data.sha256` live in the params file (rule 1 again); a file under its data folders
+1. The models it belongs to: a model's params file, and its data. What pins the data:
+   `data.source` and `data.sha256` (in the params file); a file under its data folders
    (data.raw_dir, data.splits_dir, an in-repository data.source, data/NAME/); a `*.dvc` file
-   tracking one of those (`dvc add X` writes X.dvc); a changed dvc.lock entry naming one of
-   those (changed_paths adds each as `dvc.lock:PATH`).
+   tracking one of those or a folder above them (`dvc add X` writes X.dvc); a changed dvc.lock
+   entry naming one of those (changed_paths adds each as `dvc.lock:PATH`).
 2. models.yaml: the models it declares anew or points at another params file (all models when
    the base's list cannot be read).
-3. RULES, the table below: a task package's code (ml/tasks/PACKAGE/) affects every model of
-   that task; the rest of ml/, the pipeline, the dependencies and the workflows and actions that
-   train affect every model; documentation, reports, tests, benchmarks, deploy/ and the
-   workflows that do not train affect none. tests/ affects none because a test changes nothing
-   that is trained: ci.yml runs the suite on every change anyway, and a test that needs a
-   trained model trains its own. deploy/ affects none because the release's smoke test, not
-   the PR's gate, checks the serving side. A path no rule covers affects every model: training
-   one model too many is cheaper than missing one.
+3. And what the first matching rule of RULES (the table below) says; the last rule, for paths
+   nothing else claims, is skipped for a path rule 1 claimed. A task package's code
+   (ml/tasks/PACKAGE/) affects every model of that task; the rest of ml/, the pipeline, the
+   dependencies and the workflows and actions that train affect every model; documentation,
+   reports, tests, benchmarks, deploy/ and the workflows that do not train affect none.
+   tests/ affects none because a test changes nothing that is trained: ci.yml runs the suite
+   on every change anyway, and a test that needs a trained model trains its own. deploy/
+   affects none because the release's smoke test, not the PR's gate, checks the serving side.
+   A path no rule covers affects every model: training one model too many is cheaper than
+   missing one.
 """
 
 from __future__ import annotations
@@ -159,8 +161,8 @@ def _decide(
 ) -> Iterator[tuple[str, str]]:
     """(model name, why) for each model that the change to `path` affects."""
     own = [(model.name, why) for model in catalog.models if (why := _own_reason(model, path))]
-    if own or path.startswith(LOCK_PREFIX):
-        yield from own
+    yield from own
+    if path.startswith(LOCK_PREFIX):
         return
     if path == MODELS_FILE:
         for model in catalog.models:
@@ -170,6 +172,8 @@ def _decide(
                 yield model.name, "declared anew or given another params file in models.yaml"
         return
     rule = rule_for(path)
+    if own and rule is RULES[-1]:
+        return  # a model's own file is covered (the catch-all is for paths nothing claims)
     if rule.scope == "all":
         yield from ((model.name, rule.why) for model in catalog.models)
     elif rule.scope == "task":
