@@ -74,7 +74,7 @@ def test_a_name_that_is_not_a_safe_path_segment_is_refused(name):
 
 
 @settings(deadline=None)
-@given(st.text(max_size=45))
+@given(st.one_of(st.text(max_size=45), st.from_regex(r"[a-z0-9.-]{1,42}", fullmatch=True)))
 def test_every_accepted_name_is_one_folder_and_one_url_segment(name):
     raw = {"default": name, "models": [{"name": name, "params": "params.yaml"}]}
     try:
