@@ -62,7 +62,13 @@ def check_ml_call(args: list[str]) -> None:
             assert path != ["ml"], f"`ml` has no command {token}"
 
 
-DOCS_WITH_COMMANDS = ["README.md", "docs/quickstart.md", "docs/tasks.md", "docs/configuration.md"]
+DOCS_WITH_COMMANDS = [
+    "README.md",
+    "docs/quickstart.md",
+    "docs/tasks.md",
+    "docs/configuration.md",
+    "docs/models.md",
+]
 
 
 @pytest.mark.parametrize("name", DOCS_WITH_COMMANDS)

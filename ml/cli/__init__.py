@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from ml.cli import config, data, evaluate, monitor, registry, release, report, serve, train
-from ml.cli.common import set_params_file
+from ml.cli import config, data, evaluate, models, monitor, registry, release, report, serve, train
+from ml.cli.common import model_params_file, set_params_file
 
 app = typer.Typer(
     help="One ML task chosen by params (`task:`: text or image classification) through data, "
@@ -30,13 +30,18 @@ def main(
         Path | None,
         typer.Option("--params", "-p", help="params file (default: $ML_PARAMS or ./params.yaml)"),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="a model in models.yaml: its params file (not with --params)"),
+    ] = None,
 ) -> None:
-    set_params_file(params)
+    set_params_file(model_params_file(model, params))
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 app.add_typer(config.app, name="config")
 app.add_typer(data.app, name="data")
+app.add_typer(models.app, name="models")
 train.register(app)
 evaluate.register(app)
 app.add_typer(registry.app, name="registry")

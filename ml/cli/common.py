@@ -23,8 +23,20 @@ def set_params_file(path: Path | None) -> None:
     _state["params"] = path
 
 
+def model_params_file(model: str | None, params: Path | None) -> Path | None:
+    """The params file that --model or --params names (None: neither; both: a usage error)."""
+    if model is None:
+        return params
+    if params is not None:
+        raise fail("give --model or --params, not both: --model NAME reads NAME's params file", 2)
+    from ml.models import params_for
+
+    return run_stage(params_for, model)
+
+
 def params_file() -> Path | None:
-    """The --params the user gave (None: $ML_PARAMS or ./params.yaml)."""
+    """The --params (or --model's params file) the user gave (None: $ML_PARAMS or
+    ./params.yaml)."""
     return _state["params"]
 
 
