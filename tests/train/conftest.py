@@ -37,10 +37,12 @@ class RayCluster:
     temp_dir: Path
 
 
-@pytest.fixture
-def ray_cluster(tmp_path: Path) -> Iterator[RayCluster]:
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
     """`ray start --head` plus a second node joined over loopback, 1 CPU each, unique ports.
-    The temp dir is short (unix socket paths are limited to ~107 chars)."""
+    One per test module: its tests leave no job running and no resources held. The temp dir
+    is short (unix socket paths are limited to ~107 chars)."""
+    tmp_path = tmp_path_factory.mktemp("ray-cluster")
     temp_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
     worker_temp_dir = Path(tempfile.mkdtemp(prefix="rw", dir="/tmp"))
     gcs_port, dashboard_port = free_port(), free_port()

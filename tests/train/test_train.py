@@ -80,7 +80,13 @@ def texts_of(project: Path, split: str) -> list[str]:
     return combine_text(frame, ["title", "description"]).tolist()
 
 
-def test_tiny_run_tracks_to_mlflow_server_and_model_round_trips(tmp_path, mlflow_server):
+def test_tiny_run_recovers_a_worker_fault_tracks_to_mlflow_server_and_model_round_trips(
+    tmp_path, mlflow_server
+):
+    """One run for all of it (each `ml train` starts Ray and Ray Train): a worker fault in the
+    second epoch, recovered from the first epoch's checkpoint, with Ray Data's streaming_split
+    (the submit test below uses the default interleave: both ways of sharding the train set
+    get a real run); then the tracking, the reports and the three forms of the model."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -88,10 +94,23 @@ def test_tiny_run_tracks_to_mlflow_server_and_model_round_trips(tmp_path, mlflow
     from ml.train.model import read_meta
 
     task = get_task("text-classification")
-    make_project(tmp_path, epochs=2, tracking_uri=mlflow_server)
-    done = run_ml(["--params", "params.yaml", "train", "--run-name", "tiny"], tmp_path)
+    make_project(
+        tmp_path,
+        epochs=2,
+        tracking_uri=mlflow_server,
+        extra={"train": {"data_sharding": "streaming_split"}},
+    )
+    marker = tmp_path / "fault-injected"
+    done = run_ml(
+        ["--params", "params.yaml", "train", "--run-name", "tiny"],
+        tmp_path,
+        ML_TRAIN_INJECT_FAULT=f"1:1:{marker}",
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     console = done.stdout + done.stderr
+    assert marker.is_file(), "the fault was never injected"
+    assert "injected worker fault at epoch 1 step 1" in console
+    assert "resumed from checkpoint after epoch 1" in console
     assert "epoch 1/2" in console and "epoch 2/2" in console  # per-epoch progress lines
     # ...and they are the progress display: Ray Train's own per-report INFO lines, each with the
     # whole metrics dict, are quieted in the workers.
@@ -101,6 +120,8 @@ def test_tiny_run_tracks_to_mlflow_server_and_model_round_trips(tmp_path, mlflow
     assert "PlacementGroupCleaner" not in console, console[-3000:]
 
     report = json.loads((tmp_path / "reports" / "train.json").read_text())
+    assert report["epochs_run"] == 2
+    assert (Path(report["model_dir"]) / "model.safetensors").is_file()
     assert report["model_uri"] == f"runs:/{report['run_id']}/model"
     assert report["resources"] == {"num_workers": 2, "use_gpu": False, "cpus_per_worker": 1.0}
     assert report["samples_per_s"] > 0 and report["duration_s"] > 0
@@ -138,32 +159,6 @@ def test_tiny_run_tracks_to_mlflow_server_and_model_round_trips(tmp_path, mlflow
     assert served["label"].tolist() == [p["label"] for p in local.predict(texts)]
     by_text = pyfunc.predict(pd.DataFrame({"text": texts}))
     assert by_text["label"].tolist() == served["label"].tolist()
-
-
-def test_worker_fault_mid_epoch_recovers_from_checkpoint(tmp_path):
-    # Ray Data's streaming_split here (the other tests use the default interleave): both ways of
-    # sharding the train set get a real run.
-    make_project(
-        tmp_path,
-        epochs=2,
-        rows_per_class=6,
-        val_per_class=2,
-        extra={"train": {"data_sharding": "streaming_split"}},
-    )
-    marker = tmp_path / "fault-injected"
-    done = run_ml(
-        ["--params", "params.yaml", "train", "--run-name", "faulty"],
-        tmp_path,
-        ML_TRAIN_INJECT_FAULT=f"1:1:{marker}",
-    )
-    console = done.stdout + done.stderr
-    assert done.returncode == 0, console[-4000:]
-    assert marker.is_file(), "the fault was never injected"
-    assert "injected worker fault at epoch 1 step 1" in console
-    assert "resumed from checkpoint after epoch 1" in console
-    report = json.loads((tmp_path / "reports" / "train.json").read_text())
-    assert report["epochs_run"] == 2
-    assert (Path(report["model_dir"]) / "model.safetensors").is_file()
 
 
 def test_interrupted_run_stops_cleanly_and_its_rerun_continues_it(tmp_path):
