@@ -18,7 +18,8 @@ BIN_DIR = Path(sys.executable).parent
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-for _var in ("ML_PARAMS", "MLFLOW_TRACKING_URI", "RAY_ADDRESS", "ML_DATA_MIRROR"):
+_OUTSIDE = ("ML_PARAMS", "MLFLOW_TRACKING_URI", "RAY_ADDRESS")
+for _var in (*_OUTSIDE, "ML_DATA_MIRROR", "ML_DATA_MIRROR_ROOT"):
     os.environ.pop(_var, None)
 
 

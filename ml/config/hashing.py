@@ -11,7 +11,7 @@ from ml.config.settings import Settings
 # The keys that decide what training produces; serving, monitoring and deployment settings can
 # change without making an already trained model a different one.
 MODEL_SECTIONS = ("task", "data", "validate", "split", "model", "image", "train")
-DEPLOYMENT_ONLY = ("data.mirror",)
+DEPLOYMENT_ONLY = ("data.mirror", "data.mirror_root", "data.mirror_subdir")
 
 
 def params_hash(settings: Settings, sections: Collection[str] = MODEL_SECTIONS) -> str:

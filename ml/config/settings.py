@@ -35,6 +35,7 @@ DEFAULT_PARAMS_FILE = "params.yaml"
 # Environment variable -> dotted settings key it overrides.
 ENV_OVERRIDES: dict[str, str] = {
     "ML_DATA_MIRROR": "data.mirror",
+    "ML_DATA_MIRROR_ROOT": "data.mirror_root",
     "MLFLOW_TRACKING_URI": "mlflow.tracking_uri",
     "RAY_ADDRESS": "ray.address",
     "ML_PREDICTION_LOG_DIR": "serve.prediction_log_dir",
@@ -155,6 +156,8 @@ def load_settings(
     for var, dotted in ENV_OVERRIDES.items():
         if environ.get(var):
             overlay(raw, {dotted: environ[var]}, f"env {var}", provenance)
+    if environ.get("ML_DATA_MIRROR") and environ.get("ML_DATA_MIRROR_ROOT"):
+        provenance["data.mirror_root"] += " (unused: ML_DATA_MIRROR wins, it names one folder)"
     from ml.access import apply_tier
 
     apply_tier(raw, provenance)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -13,6 +14,14 @@ from ml.config.base import Section
 class DataSettings(Section):
     source: str = Field(description="Base URL or local folder holding the data files")
     mirror: str | None = Field(None, description="Local folder used instead of source (offline)")
+    # Several models offline: one root holds each model's copy in its own subfolder. `mirror`
+    # (ML_DATA_MIRROR) names one folder exactly, so it wins over the root.
+    mirror_root: str | None = Field(
+        None, description="Folder of every model's copy (ML_DATA_MIRROR_ROOT); mirror wins"
+    )
+    mirror_subdir: str | None = Field(
+        None, description="This model's subfolder of mirror_root (empty: the root is not used)"
+    )
     train_file: str = "dataset.csv"
     holdout_file: str = "holdout.csv"
     # Tasks whose labels live in their own files (image-classification's IDX label files).
@@ -33,6 +42,16 @@ class DataSettings(Section):
         if value is None:
             return {} if info.field_name == "sha256" else []
         return value
+
+    @field_validator("mirror_subdir")
+    @classmethod
+    def _subdir_stays_under_the_root(cls, value: str | None) -> str | None:
+        parts = Path(value).parts if value else ()
+        if value and (Path(value).is_absolute() or ".." in parts):
+            raise ValueError(
+                f"{value!r} must be a folder name under the mirror root, e.g. 'madewithml'"
+            )
+        return value or None
 
     @model_validator(mode="after")
     def _columns_distinct(self) -> DataSettings:

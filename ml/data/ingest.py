@@ -48,8 +48,8 @@ def _fetch(origin: str, destination: Path) -> None:
             raise IngestError(
                 f"could not download {origin}: {exc}. If this machine is offline, set "
                 "ML_DATA_MIRROR to a local folder holding the same file names "
-                "(for example ML_DATA_MIRROR=../shared/data/madewithml, or "
-                "../shared/data/fashion-mnist for configs/fashion-mnist.yaml)."
+                "(for example ML_DATA_MIRROR=../shared/data/madewithml), or "
+                "ML_DATA_MIRROR_ROOT=../shared/data with data.mirror_subdir in the params."
             ) from exc
     else:
         source = Path(origin)
@@ -63,10 +63,31 @@ def _fetch(origin: str, destination: Path) -> None:
         shutil.copyfile(source, destination)
 
 
+def mirror_under_root(settings: Settings) -> Path | None:
+    """This model's copy under data.mirror_root (ML_DATA_MIRROR_ROOT), or None when no root
+    is set or the params name no data.mirror_subdir (a model with no copy there)."""
+    root, subdir = settings.data.mirror_root, settings.data.mirror_subdir
+    if not root or not subdir:
+        return None
+    folder = settings.path(root) / subdir
+    if not folder.is_dir():
+        raise IngestError(
+            f"data mirror folder not found: {folder} (ML_DATA_MIRROR_ROOT={root} with "
+            f"data.mirror_subdir={subdir}). Copy the model's data files into that folder, fix "
+            "data.mirror_subdir in the params file, or set ML_DATA_MIRROR to the folder that "
+            "holds them."
+        )
+    return folder
+
+
 def source_location(settings: Settings) -> str:
-    """Where files come from: the mirror when set, else data.source (URL or folder)."""
+    """Where files come from: the mirror (ML_DATA_MIRROR) when set, else this model's folder
+    under the mirror root, else data.source (URL or folder)."""
     if settings.data.mirror:
         return str(settings.path(settings.data.mirror))
+    folder = mirror_under_root(settings)
+    if folder is not None:
+        return str(folder)
     if _is_url(settings.data.source):
         return settings.data.source.rstrip("/")
     return str(settings.path(settings.data.source))
