@@ -13,7 +13,8 @@ app = typer.Typer(help="Data stages: ingest -> validate -> split.", no_args_is_h
 def data_ingest() -> None:
     """Fetch the train and holdout files into data/raw/ with checksums.
 
-    Offline, set ML_DATA_MIRROR to a folder holding the same file names.
+    Offline, set ML_DATA_MIRROR to a folder holding the same file names, or
+    ML_DATA_MIRROR_ROOT to a folder holding each model's copy in its data.mirror_subdir.
     """
     from ml.data.ingest import ingest
 
