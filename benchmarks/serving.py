@@ -217,16 +217,13 @@ def bench_ray_serve(name: str, tracking_uri: str, texts: list[str], args, **over
     import ray
     from ray import serve
 
-    from ml.config import load_settings
+    from ml.config import load_settings, override
     from ml.serve.app import start_local
 
-    settings = load_settings(ROOT / "params.yaml")
-    settings = settings.model_copy(
-        update={
-            "mlflow": settings.mlflow.model_copy(
-                update={"tracking_uri": tracking_uri, "registered_model": MODEL_NAME}
-            )
-        }
+    settings = override(
+        load_settings(ROOT / "params.yaml"),
+        {"mlflow.tracking_uri": tracking_uri, "mlflow.registered_model": MODEL_NAME},
+        "benchmarks/serving.py",
     )
     cpus = os.cpu_count() or 2
     # Direct ingress sets Serve's variables for the Ray it starts; the next server starts clean.

@@ -100,6 +100,7 @@ def ray_train(settings, rows: int | None, epochs: int, device: str, workers: int
 
     import ray
 
+    from ml.config import override
     from ml.train.ray_train import TrainOptions, run_training
 
     ray_ready = {}
@@ -114,18 +115,16 @@ def ray_train(settings, rows: int | None, epochs: int, device: str, workers: int
 
     with tempfile.TemporaryDirectory() as tmp:
         # Outputs of a benchmark run must not replace the project's model or report.
-        trial = settings.model_copy(
-            update={
-                "model": settings.model.model_copy(update={"dir": f"{tmp}/model"}),
-                "train": settings.train.model_copy(
-                    update={"report": f"{tmp}/train.json", "early_stopping_patience": 0}
-                ),
-                "mlflow": settings.mlflow.model_copy(
-                    update={"experiment": f"{settings.mlflow.experiment}-benchmark"}
-                ),
-            }
+        trial = override(
+            settings,
+            {
+                "model.dir": f"{tmp}/model",
+                "train.report": f"{tmp}/train.json",
+                "train.early_stopping_patience": 0,
+                "mlflow.experiment": f"{settings.mlflow.experiment}-benchmark",
+            },
+            "benchmarks/train_throughput.py",
         )
-        trial.root, trial.provenance = settings.root, settings.provenance
         options = TrainOptions(
             num_workers=workers,
             epochs=epochs,

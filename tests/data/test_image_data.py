@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from ml.config import Settings
+from ml.config import Settings, override
 from ml.tasks.image_classification import idx
 from ml.tasks.image_classification.checks import CHECKS, validate_contents
 from tests.conftest import cli_env, run_ml
@@ -166,7 +166,7 @@ def empty_file(arrays, data):
 
 
 def undeclared_labels(arrays, data):
-    settings = SETTINGS.model_copy(update={"data": SETTINGS.data.model_copy(update={"labels": []})})
+    settings = override(SETTINGS, {"data.labels": []}, "test")
     return encode(arrays), settings, "undeclared_labels", "train", 80, None
 
 

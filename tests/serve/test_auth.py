@@ -18,11 +18,10 @@ TOKEN_ENV = "ML_TEST_AUTH_TOKEN"
 
 
 def _settings(**serve):
-    from ml.config import load_settings
+    from ml.config import load_settings, override
 
-    settings = load_settings(REPO_ROOT / "params.yaml")
     values = {"auth_token_env": TOKEN_ENV, **serve}
-    return settings.model_copy(update={"serve": settings.serve.model_copy(update=values)})
+    return override(load_settings(REPO_ROOT / "params.yaml"), {"serve": values}, "test")
 
 
 @pytest.mark.parametrize("value", [None, "", "   "])

@@ -34,13 +34,10 @@ LIMITS = {"max_text_chars": 2000, "max_batch_items": 64, "max_body_bytes": 200_0
 
 
 def _settings(tracking_uri: str):
-    from ml.config import load_settings
+    from ml.config import load_settings, override
 
-    settings = load_settings(REPO_ROOT / "params.yaml")
-    mlflow_settings = settings.mlflow.model_copy(
-        update={"tracking_uri": tracking_uri, "registered_model": MODEL_NAME}
-    )
-    return settings.model_copy(update={"mlflow": mlflow_settings})
+    values = {"tracking_uri": tracking_uri, "registered_model": MODEL_NAME}
+    return override(load_settings(REPO_ROOT / "params.yaml"), {"mlflow": values}, "test")
 
 
 @pytest.fixture(scope="module")
