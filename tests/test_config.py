@@ -12,7 +12,7 @@ from ml.config import (
     override_from_file,
     params_hash,
 )
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_ml
 
 
 def test_repo_params_load_with_defaults():
@@ -72,6 +72,14 @@ def test_a_misspelt_section_is_rejected_with_the_close_match(tmp_path, section, 
     path.write_text(f"data:\n  source: x\n{section}:\n  epochs: 1\n")
     with pytest.raises(ConfigError, match=rf"'{section}' \(did you mean '{suggestion}'\?\)"):
         load_settings(path, environ={})
+
+
+def test_the_cli_refuses_a_misspelt_section_as_a_usage_error(tmp_path):
+    (tmp_path / "params.yaml").write_text("data:\n  source: x\nvalidation:\n  min_text_chars: 5\n")
+    result = run_ml(["config", "show"], tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "'validation' (did you mean 'validate'?)" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_an_unrelated_unknown_section_lists_the_known_ones(tmp_path):
@@ -138,6 +146,9 @@ def test_the_environment_and_an_override_file_use_the_same_overlay(tmp_path):
     assert tuned.data.mirror == "/m" and tuned.provenance["data.mirror"] == "env ML_DATA_MIRROR"
     best.write_text("serve:\n  port: 1\n")
     with pytest.raises(ConfigError, match="only model/train/image sections"):
+        override_from_file(settings, best)
+    best.write_text("trian:\n  lr: 0.001\n")
+    with pytest.raises(ConfigError, match=r"got \['trian'\] \(did you mean 'train'\?\)"):
         override_from_file(settings, best)
     with pytest.raises(ConfigError, match="not found"):
         override_from_file(settings, tmp_path / "missing.yaml")

@@ -3,6 +3,7 @@ params), command-line options, a tune trial's sampled values, a benchmark's vari
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,12 @@ def override_from_file(
     if not path.is_file():
         raise ConfigError(f"params override file not found: {path}")
     values = read_mapping(path)
-    unknown = sorted(set(values) - set(sections))
+    unknown = sorted(map(str, set(values) - set(sections)))
     if unknown:
+        close = [difflib.get_close_matches(key, list(sections), n=1) for key in unknown]
+        hints = [f" (did you mean {match[0]!r}?)" for match in close if match]
         raise ConfigError(
             f"{path}: only {'/'.join(sections)} sections can be overridden, got {unknown}"
+            + "".join(hints)
         )
     return override(settings, values, str(path))
