@@ -43,6 +43,40 @@ def test_the_repository_declares_three_models_with_their_tasks():
     assert models.get("madewithml").params == "params.yaml"
 
 
+def test_each_model_registers_under_its_own_name():
+    names = {m.name: m.registered_model for m in catalog().models}
+    # The default model keeps the name its registry history (and the release tags) use.
+    assert names == {
+        "madewithml": "tag-classifier",
+        "medical-abstracts": "medical-abstracts",
+        "fashion-mnist": "fashion-mnist",
+    }
+
+
+def test_two_models_with_one_registered_model_are_refused(repo):
+    image = repo / "configs" / "fashion-mnist.yaml"
+    image.write_text(image.read_text().replace("registered_model: fashion-mnist", ""))
+    with pytest.raises(ModelsError) as refused:
+        load_models(repo)
+    message = str(refused.value)
+    assert "models 'madewithml' (params.yaml) and 'fashion-mnist' (configs/fashion-mnist.yaml)" in (
+        message
+    )
+    assert "both register as mlflow.registered_model 'tag-classifier'" in message
+    assert "registered_model: fashion-mnist in the mlflow section of" in message
+    listed = ml(repo, "models", "list", "--json")
+    assert listed.returncode == 2 and "both register as" in listed.stderr
+
+
+def test_one_name_in_two_tracking_stores_is_two_registered_models(repo):
+    image = repo / "configs" / "fashion-mnist.yaml"
+    raw = yaml.safe_load(image.read_text())
+    raw["mlflow"] = {"tracking_uri": "sqlite:///images.db"}  # the default registered name
+    image.write_text(yaml.safe_dump(raw))
+    models = load_models(repo)
+    assert models.get("fashion-mnist").registered_model == "tag-classifier"
+
+
 def test_an_unknown_model_suggests_the_closest(repo):
     with pytest.raises(ModelsError, match=r"unknown model 'fashon-mnist' \(did you mean "):
         load_models(repo).get("fashon-mnist")
@@ -141,16 +175,23 @@ def test_models_list_prints_a_table_and_json(repo):
     assert listed.returncode == 0, listed.stderr
     assert len(listed.stdout.splitlines()) == 1  # a workflow writes it to $GITHUB_OUTPUT
     assert json.loads(listed.stdout) == [
-        {"name": "madewithml", "task": "text-classification", "params": "params.yaml"},
+        {
+            "name": "madewithml",
+            "task": "text-classification",
+            "params": "params.yaml",
+            "registered_model": "tag-classifier",
+        },
         {
             "name": "medical-abstracts",
             "task": "text-classification",
             "params": "configs/medical-abstracts.yaml",
+            "registered_model": "medical-abstracts",
         },
         {
             "name": "fashion-mnist",
             "task": "image-classification",
             "params": "configs/fashion-mnist.yaml",
+            "registered_model": "fashion-mnist",
         },
     ]
 

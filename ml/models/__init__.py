@@ -17,6 +17,9 @@ workflow matrices), `ml --model NAME VERB` runs a verb on that model's params fi
 With neither --model nor --params, a verb reads $ML_PARAMS or ./params.yaml as before, so the
 default model must be the one whose params file is params.yaml (load_models checks it).
 
+Each model registers under its params file's mlflow.registered_model; load_models refuses two
+models sharing one (in one tracking store), since they would share versions and the champion.
+
 A name becomes a path segment and a route: data/NAME/, models/NAME/, reports/NAME/ and the
 Serve route prefix /NAME, hence NAME_PATTERN and the reserved names below.
 
@@ -40,7 +43,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ml.config import DEFAULT_PARAMS_FILE, ConfigError, DataSettings, Settings
+from ml.config import DEFAULT_PARAMS_FILE, ConfigError, DataSettings, MlflowSettings, Settings
 from ml.tasks import TASK_MODULES
 
 MODELS_FILE = "models.yaml"
@@ -88,9 +91,17 @@ class Model:
     task: str
     # Repository paths holding its data (raw and splits folders, an in-repo source, data/NAME).
     data_paths: tuple[str, ...] = ()
+    # Its params file's mlflow.registered_model: its versions, aliases (champion) and audit tags.
+    registered_model: str = ""
+    tracking_uri: str = ""  # the params file's mlflow.tracking_uri: where that name lives
 
     def as_dict(self) -> dict[str, str]:
-        return {"name": self.name, "task": self.task, "params": self.params}
+        return {
+            "name": self.name,
+            "task": self.task,
+            "params": self.params,
+            "registered_model": self.registered_model,
+        }
 
 
 @dataclass(frozen=True)
@@ -206,7 +217,27 @@ def _model(entry: ModelEntry, root: Path, where: str) -> Model:
     folders += [data.get("source", ""), output_roots(entry.name)["data"]]
     # An outside data.source (a URL, ../shared/data) never shows in a git diff: dropped.
     in_repo = dict.fromkeys(path for path in map(repo_path, folders) if path)
-    return Model(entry.name, params, task, tuple(in_repo))
+    mlflow = raw.get("mlflow") if isinstance(raw.get("mlflow"), Mapping) else {}
+    names = {key: mlflow.get(key) or MlflowSettings.model_fields[key].default for key in _REGISTRY}
+    return Model(entry.name, params, task, tuple(in_repo), **names)
+
+
+_REGISTRY = ("registered_model", "tracking_uri")
+
+
+def _one_registered_model_each(models: Iterable[Model], where: str) -> None:
+    """Two models registering under one name would share versions and the champion alias: the
+    release would deploy one model's champion as the other's."""
+    owners: dict[tuple[str, str], Model] = {}
+    for model in models:
+        other = owners.setdefault((model.tracking_uri, model.registered_model), model)
+        if other is not model:
+            raise ModelsError(
+                f"{where}: models {other.name!r} ({other.params}) and {model.name!r} "
+                f"({model.params}) both register as mlflow.registered_model "
+                f"{model.registered_model!r}; give each its own, e.g. registered_model: "
+                f"{model.name} in the mlflow section of {model.params}"
+            )
 
 
 def load_models(root: Path | None = None) -> Catalog:
@@ -218,7 +249,9 @@ def load_models(root: Path | None = None) -> Catalog:
             f"{path} not found: run from the repository root, where {MODELS_FILE} lists the models"
         )
     parsed = parse_models_file(_read_yaml(path, "the model list"), str(path))
-    return Catalog(tuple(_model(e, root, str(path)) for e in parsed.models), parsed.default)
+    models = tuple(_model(e, root, str(path)) for e in parsed.models)
+    _one_registered_model_each(models, str(path))
+    return Catalog(models, parsed.default)
 
 
 def params_for(name: str, root: Path | None = None) -> Path:

@@ -180,11 +180,12 @@ def tag_event(repo: ActRepo, tag: str) -> dict[str, Any]:
 
 def run_act(
     repo: ActRepo, cluster: Cluster, event: str, workflow: str, payload: dict[str, Any],
-    timeout: float = 1800, extra: Sequence[str] = (),
+    timeout: float = 1800, extra: Sequence[str] = (), mirror: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """act EVENT on one workflow file, host mode (.actrc), with the cluster's addresses as the
     repository variables a real runner would have (plus `extra` act arguments: more variables,
-    secrets). The log is kept beside the repo."""
+    secrets). `mirror`: the data folder (the Made-With-ML files unless given). The log is kept
+    beside the repo."""
     event_file = repo.root.parent / f"{event}.json"
     event_file.write_text(json.dumps(payload))
     args = [str(BIN_DIR / "act"), event, "-W", f".github/workflows/{workflow}",
@@ -192,7 +193,8 @@ def run_act(
             "--env", f"VENV={repo.venv}",
             "--var", f"RAY_ADDRESS={cluster.address}",
             "--var", f"MLFLOW_TRACKING_URI={repo.mlflow_uri}",
-            "--var", f"ML_DATA_MIRROR={shared_data_dir() / 'madewithml'}",
+            "--var", f"ML_DATA_MIRROR={mirror or shared_data_dir() / 'madewithml'}",
+            "--var", f"ML_DATA_MIRROR_ROOT={shared_data_dir()}",
             "--var", f"ML_SERVE_URL=http://127.0.0.1:{repo.serve_port}"]  # fmt: skip
     for action in REMOTE_ACTIONS:
         args += ["--local-repository", f"{action}={repo.stub}"]
