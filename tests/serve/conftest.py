@@ -24,7 +24,9 @@ def build_small_model(out_dir: Path, steps: int = 60, seed: int = 0) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_small_model(tmp_path_factory.mktemp("serve-model") / "model")
+    # The same build (and folder) as tests/evaluate's, tests/registry's and tests/security's:
+    # once per session.
+    return build_small_model(tmp_path_factory.getbasetemp() / "tiny-model")
 
 
 @dataclass(frozen=True)

@@ -39,11 +39,20 @@ def _load(model_dir: Path, runtime: str, quantize: bool = False):
     )
 
 
-def test_onnxruntime_gives_the_torch_probabilities(tiny_model_dir, texts, cache_env):
+@pytest.fixture(scope="module")
+def fp32(tiny_model_dir, onnx_cache):
+    """(classifier, info) of the model dir on ONNX Runtime, fp32, loaded once for the module:
+    every load of a model dir without a recorded hash exports the graph again."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ML_ONNX_CACHE", str(onnx_cache))
+        return _load(tiny_model_dir, "onnxruntime")
+
+
+def test_onnxruntime_gives_the_torch_probabilities(tiny_model_dir, texts, cache_env, fp32):
     from ml.serve.onnx import OnnxModel
 
     torch_model, torch_info = _load(tiny_model_dir, "torch")
-    onnx_model, onnx_info = _load(tiny_model_dir, "onnxruntime")
+    onnx_model, onnx_info = fp32
     assert isinstance(onnx_model.model, OnnxModel)
     assert (torch_info.runtime, onnx_info.runtime) == ("torch", "onnxruntime")
 
@@ -96,13 +105,13 @@ def test_the_graph_is_exported_once_and_a_damaged_one_is_rebuilt(
 
 
 def test_a_graph_without_a_recorded_hash_is_rebuilt_not_trusted(
-    tiny_model_dir, cache_env, monkeypatch
+    tiny_model_dir, cache_env, monkeypatch, fp32
 ):
     """A model dir served without a registry version (nothing recorded) never reuses a cache
     entry: whoever could write the cache folder could otherwise choose what runs."""
     import ml.serve.onnx as onnx_runtime
 
-    _load(tiny_model_dir, "onnxruntime")
+    assert fp32[0].model.graph.is_file()  # the cache holds this model dir's graph
     exports = []
     real_export = onnx_runtime.export
     monkeypatch.setattr(
@@ -112,8 +121,8 @@ def test_a_graph_without_a_recorded_hash_is_rebuilt_not_trusted(
     assert exports == [1]
 
 
-def test_int8_graph_is_smaller_and_still_a_classifier(tiny_model_dir, texts, cache_env):
-    fp32, _ = _load(tiny_model_dir, "onnxruntime")
+def test_int8_graph_is_smaller_and_still_a_classifier(tiny_model_dir, texts, cache_env, fp32):
+    fp32, _ = fp32
     int8, info = _load(tiny_model_dir, "onnxruntime", quantize=True)
     assert info.quantized and info.runtime == "onnxruntime"
     assert int8.model.graph != fp32.model.graph
