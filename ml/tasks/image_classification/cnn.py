@@ -116,7 +116,11 @@ class ImageCNN(nn.Module):
                 ]
                 channels = width
             layers.append(nn.MaxPool2d(2))
-        self.conv = nn.Sequential(*layers)
+        # NHWC conv weights make oneDNN run every conv block in NHWC (a 1-channel input is
+        # both layouts at once, so the weights decide), without reordering the activations at
+        # each layer: less CPU time per image (reports/benchmarks/image_training.md). Only the
+        # layout differs: the values, the saved files and the flattened features are the same.
+        self.conv = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.embed = nn.Sequential(
             nn.Flatten(),
             nn.Dropout(arch.dropout),
