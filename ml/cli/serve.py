@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -11,8 +12,15 @@ from typer.core import TyperGroup
 
 from ml.cli.common import MODEL_URI_HELP, fail, run_stage, settings
 
+serve_app = typer.Typer(
+    help="Serve models over HTTP with Ray Serve: `ml serve` (one model), `ml serve --all` (an "
+    "application per declared model at /NAME), `ml serve config` (the same as a Serve config).",
+)
 
+
+@serve_app.callback(invoke_without_command=True)
 def serve(
+    ctx: typer.Context,
     model: Annotated[
         str | None,
         typer.Option("--model", "-m", help=MODEL_URI_HELP),
@@ -44,36 +52,108 @@ def serve(
             "--no-auth serves without one. Default: serve.auth (on)",
         ),
     ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            "--models", help="serve these declared models (a,b), each as the application /NAME"
+        ),
+    ] = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="serve every model in models.yaml, each at /NAME")
+    ] = False,
 ) -> None:
     """Serve the model over HTTP with Ray Serve (POST /predict, GET /healthz, /model, /metrics)
     until Ctrl-C or SIGTERM (then exits 0 once requests in flight are answered and the
-    prediction log is flushed); every prediction goes to the prediction log."""
-    import time
-
-    from ml.serve.app import IngressError, start_local, stop_local
-    from ml.serve.auth import AuthConfigError
-    from ml.serve.loader import ModelLoadError
+    prediction log is flushed); every prediction goes to the prediction log. With --all or
+    --models, one application per model on the one Ray, at /NAME/predict (docs/models.md)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ml.serve.local import start_local, start_local_apps, stop_local
 
     cfg = settings()
     chosen = {"model_uri": model, "quantize": quantize, "ingress": ingress, "runtime": runtime}
     overrides: dict[str, Any] = {k: v for k, v in chosen.items() if v is not None and v != ""}
     if auth is not None:
         overrides["auth"] = auth
+    if models is None and not every:
+        _serve_until_stopped(
+            lambda: _one_url(
+                run_stage(start_local, cfg, host, port, sigterm_stops=True, **overrides)
+            ),
+            lambda: stop_local(cfg),
+        )
+        return
+    from ml.serve.multi import applications, parse_names
+
+    if model:
+        raise fail(
+            "--model (a model URI) serves one model; with --all/--models each model's "
+            "params choose its URI",
+            2,
+        )
+    entries = run_stage(applications, run_stage(parse_names, models, every))
+    names = [entry["name"] for entry in entries]
+
+    def start() -> str:
+        urls = run_stage(
+            start_local_apps, cfg, entries, host, port, sigterm_stops=True, **overrides
+        )
+        return (
+            ", ".join(f"{name} at {url}" for name, url in urls.items())
+            + " (POST URL/predict; Ctrl-C stops)"
+        )
+
+    _serve_until_stopped(start, lambda: stop_local(cfg, names))
+
+
+def _one_url(url: str) -> str:
+    return f"at {url}  (POST {url}/predict; Ctrl-C stops)"
+
+
+def _serve_until_stopped(start: Callable[[], str], stop: Callable[[], None]) -> None:
+    import time
+
+    from ml.serve.auth import AuthConfigError
+    from ml.serve.loader import ModelLoadError
+    from ml.serve.local import IngressError
+
     # Ctrl-C or SIGTERM at any point (even while the app is still deploying) shuts Serve down
     # gracefully: replicas finish what they hold and run __del__, which flushes the prediction
     # log; then Ray itself stops, so none of its processes outlives this command.
     try:
         try:
-            url = run_stage(start_local, cfg, host, port, sigterm_stops=True, **overrides)
+            where = start()
         except (ModelLoadError, IngressError, AuthConfigError, RuntimeError) as exc:
             raise fail(f"cannot start serving: {exc}") from exc
-        typer.secho(f"serving at {url}  (POST {url}/predict; Ctrl-C stops)", fg=typer.colors.GREEN)
+        typer.secho(f"serving {where}", fg=typer.colors.GREEN)
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
         typer.echo("stopping: flushing the prediction log")
     finally:
-        stop_local(cfg)
+        stop()
+
+
+@serve_app.command("config")
+def serve_config(
+    models: Annotated[
+        str | None,
+        typer.Option("--models", help="only these declared models (a,b); default: all of them"),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write it here (default: stdout)")
+    ] = None,
+) -> None:
+    """Print (or write) the Serve config for `serve deploy` / a RayService's serveConfigV2: one
+    application per model at /NAME, each with its params file's deployment options and model."""
+    from ml.serve.multi import parse_names, write_serve_config
+
+    names = None if models is None else run_stage(parse_names, models, False)
+    text = run_stage(write_serve_config, output, names)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        typer.echo(f"wrote {output}")
 
 
 class _DefaultToInputs(TyperGroup):
@@ -138,5 +218,5 @@ def predict_batch(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
+    app.add_typer(serve_app, name="serve")
     app.add_typer(predict_app, name="predict")

@@ -79,8 +79,9 @@ def sigterm_as_keyboard_interrupt() -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def stop_local(settings: "Settings") -> None:
-    """Stop what start_local started, answering requests in flight first.
+def stop_local(settings: "Settings", names: list[str] | None = None) -> None:
+    """Stop what start_local (or start_local_apps: its application `names`) started,
+    answering requests in flight first.
 
     serve.shutdown() alone stops the HTTP proxy while replicas still hold requests, which
     then lose their answers; deleting the app first lets the replicas drain (up to
@@ -90,10 +91,11 @@ def stop_local(settings: "Settings") -> None:
 
     if not ray.is_initialized():
         return
-    try:
-        serve.delete(settings.serve.app_name)
-    except Exception as exc:  # never deployed, or Serve already gone: nothing to drain
-        logger.warning("serve.delete(%s): %s", settings.serve.app_name, exc)
+    for name in names or [settings.serve.app_name]:
+        try:
+            serve.delete(name)
+        except Exception as exc:  # never deployed, or Serve already gone: nothing to drain
+            logger.warning("serve.delete(%s): %s", name, exc)
     serve.shutdown()
     ray.shutdown()
 
@@ -114,8 +116,6 @@ def start_local(
     built (settings checked, auth token read) before Ray starts, so a refusal starts nothing.
     `sigterm_stops`: SIGTERM raises KeyboardInterrupt once Ray is up (`ml serve` catches it).
     """
-    from ml.serve import init_ray
-
     if overrides:
         from ml.config import override
 
@@ -134,14 +134,52 @@ def start_local(
         # Every prediction is in the prediction log already; a per-request access log line
         # costs the one replica CPU it needs for the model.
         logging_config = {"enable_access_log": False}
+    apps = [(s.app_name, s.route_prefix, application)]
+    _deploy(settings, host, proxy_port, apps, sigterm_stops, logging_config)
+    return f"http://{host}:{port}{s.route_prefix.rstrip('/')}"
+
+
+def _deploy(
+    settings: "Settings",
+    host: str,
+    proxy_port: int,
+    apps: list[tuple[str, str, Any]],
+    sigterm_stops: bool,
+    logging_config: dict[str, Any] | None = None,
+) -> None:
+    """Start (or join) Ray and Serve's proxy, then run each (name, route prefix, application)."""
+    from ml.serve import init_ray
+
     init_ray(settings.ray.address, logging_level=logging.WARNING)
     if sigterm_stops:
         sigterm_as_keyboard_interrupt()
     serve.start(http_options={"host": host, "port": proxy_port})
-    serve.run(
-        application,
-        name=s.app_name,
-        route_prefix=s.route_prefix,
-        logging_config=logging_config,
-    )
-    return f"http://{host}:{port}{s.route_prefix.rstrip('/')}"
+    for name, route_prefix, application in apps:
+        serve.run(application, name=name, route_prefix=route_prefix, logging_config=logging_config)
+
+
+def start_local_apps(
+    settings: "Settings",
+    entries: list[dict[str, Any]],
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    sigterm_stops: bool = False,
+    **overrides: Any,
+) -> dict[str, str]:
+    """start_local for several applications on one Ray and one proxy: `entries` are a Serve
+    config's `applications:` (ml.serve.multi.applications), each built by the builder it
+    names from its args, with `overrides` (serve.* values) laid over every one. `settings`
+    (the default model's) give Ray's address, host and port. Returns each name's base URL."""
+    from ml.serve.app import build_app
+
+    s = settings.serve
+    host, port = host or s.host, port or s.port
+    if overrides.get("ingress", s.ingress) == "direct":
+        raise IngressError(
+            "serve.ingress: direct answers HTTP from one replica of one application; serve "
+            "several models with --ingress proxy (Serve's proxy routes /NAME to each)"
+        )
+    apps = [(e["name"], e["route_prefix"], build_app({**e["args"], **overrides})) for e in entries]
+    _deploy(settings, host, port, apps, sigterm_stops)
+    return {name: f"http://{host}:{port}{prefix}" for name, prefix, _ in apps}

@@ -31,18 +31,38 @@ def _validate_serve_config(config: dict) -> None:
     from ml.serve.app import DEPLOYMENT_NAME, USER_CONFIG_KEYS
 
     schema = ServeDeploySchema.model_validate(config)  # Ray's own validation of the file
-    (application,) = schema.applications
-    module, _, attribute = application.import_path.partition(":")
-    assert callable(getattr(importlib.import_module(module), attribute))
-    (deployment,) = application.deployments
-    assert deployment.name == DEPLOYMENT_NAME
-    assert set(deployment.user_config) <= set(USER_CONFIG_KEYS)
-    assert deployment.max_ongoing_requests > deployment.user_config["max_batch_size"]
-    assert application.args["params"] == "params.yaml"
+    for application in schema.applications:
+        module, _, attribute = application.import_path.partition(":")
+        assert callable(getattr(importlib.import_module(module), attribute))
+        (deployment,) = application.deployments
+        assert deployment.name == DEPLOYMENT_NAME
+        assert set(deployment.user_config) <= set(USER_CONFIG_KEYS)
+        assert deployment.max_ongoing_requests > deployment.user_config["max_batch_size"]
+        assert (REPO_ROOT / application.args["params"]).is_file()
 
 
 def test_serve_config_is_valid_for_serve_deploy():
     _validate_serve_config(yaml.safe_load((DEPLOY / "serve_config.yaml").read_text()))
+
+
+def test_serve_config_has_the_applications_ml_serve_config_makes(monkeypatch):
+    """One application per model in models.yaml: what ml/serve/multi.py decides (name, route,
+    builder, args, model) is the file's; replica counts, resources and runtime are the
+    cluster's own."""
+    from ml.serve.multi import applications
+
+    monkeypatch.chdir(REPO_ROOT)
+    wanted = applications()
+    found = yaml.safe_load((DEPLOY / "serve_config.yaml").read_text())["applications"]
+    assert [a["name"] for a in found] == [a["name"] for a in wanted]
+    for app, want in zip(found, wanted, strict=True):
+        for key in ("route_prefix", "import_path", "args"):
+            assert app[key] == want[key], (app["name"], key)
+        ((deployment,), (wanted_deployment,)) = app["deployments"], want["deployments"]
+        assert deployment["name"] == wanted_deployment["name"]
+        assert set(deployment["user_config"]) == set(wanted_deployment["user_config"])
+        model_uri = wanted_deployment["user_config"]["model_uri"]
+        assert deployment["user_config"]["model_uri"] == model_uri, app["name"]
 
 
 def test_serve_config_builds_this_app(tmp_path, monkeypatch):
@@ -54,8 +74,9 @@ def test_serve_config_builds_this_app(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
     # Auth fails closed: the builder needs the token where it runs (the pods' secret env).
     monkeypatch.setenv("ML_SERVE_TOKEN", "a-token-from-the-secret")
-    app = build_app({"params": "params.yaml", "model_uri": "models:/tag-classifier/3"})
-    assert isinstance(app, Application)
+    for entry in yaml.safe_load((DEPLOY / "serve_config.yaml").read_text())["applications"]:
+        app = build_app({**entry["args"], "model_uri": "models:/tag-classifier/3"})
+        assert isinstance(app, Application)
 
 
 def _pod_templates(spec: dict) -> list[dict]:
