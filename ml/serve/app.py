@@ -155,8 +155,9 @@ class Classifier:
         runtime = str(user_config.get("runtime", "torch"))
         logged = {k: bool(user_config[k]) for k in ("log_text", "log_inputs") if k in user_config}
         if logged:
-            serve_values = self.settings.serve.model_copy(update=logged)
-            self.settings = self.settings.model_copy(update={"serve": serve_values})
+            from ml.config import override
+
+            self.settings = override(self.settings, {"serve": logged}, "serve user_config")
         current = self.loaded
         if current is None or (uri, quantize, runtime) != (
             current.uri,
@@ -316,29 +317,33 @@ class Classifier:
 # ---- application builders --------------------------------------------------------------------
 
 
-def build(settings: "Settings", **overrides: Any) -> "Application":
-    """The bound application for these settings; `overrides` replace serve.* values."""
+def build(settings: "Settings", log_subdir: str | None = None, **overrides: Any) -> "Application":
+    """The bound application for these settings; `overrides` replace serve.* values.
+    `log_subdir`: log predictions in that folder under the log folder (one per application
+    when several models share a Serve instance, ml/serve/multi.py)."""
     if overrides:
         from ml.config import override
 
         settings = override(settings, {"serve": overrides}, "serve override")
     options = serve_options(settings)
-    return Classifier.options(user_config=user_config(settings), **options).bind(
-        replica_config(settings)
-    )
+    config = replica_config(settings)
+    if log_subdir:
+        config["prediction_log_dir"] = os.path.join(config["prediction_log_dir"], log_subdir)
+    return Classifier.options(user_config=user_config(settings), **options).bind(config)
 
 
 def build_app(args: dict[str, Any]) -> "Application":
     """Application builder for `serve run ml.serve.app:build_app` / a Serve config file.
 
-    args: `params` (a params.yaml path, default $ML_PARAMS or ./params.yaml) and any serve.*
-    key to override (e.g. model_uri). Deployment options in the config file win over these.
+    args: `params` (a params.yaml path, default $ML_PARAMS or ./params.yaml), `log_subdir`
+    (see `build`) and any serve.* key to override (e.g. model_uri). Deployment options in the
+    config file win over these.
     """
     from ml.config import load_settings
 
     args = dict(args or {})
     settings = load_settings(args.pop("params", None))
-    return build(settings, **args)
+    return build(settings, args.pop("log_subdir", None), **args)
 
 
 # Kept importable from here (ml.cli, ml.release, benchmarks, tests use these names). At the end:
