@@ -416,8 +416,8 @@ def test_split_is_stratified_seeded_and_indexes_the_source(tmp_path):
     assert set(train) == {"images", "labels", "ids"}
     assert train["images"].dtype == np.uint8 and train["images"].shape[1:] == (28, 28)
     assert train["labels"].dtype == np.int64 and train["ids"].dtype == np.int64
-    assert np.bincount(train["labels"]).tolist() == [80] * 10
-    assert np.bincount(val["labels"]).tolist() == [20] * 10
+    assert np.bincount(train["labels"]).tolist() == [90] * 10  # split.val_fraction 0.1
+    assert np.bincount(val["labels"]).tolist() == [10] * 10
     assert np.bincount(test["labels"]).tolist() == [30] * 10
     assert set(train["ids"]).isdisjoint(val["ids"])
     source = idx.read(mirror_dir() / FILES["train"])
@@ -441,7 +441,7 @@ def test_split_is_stratified_seeded_and_indexes_the_source(tmp_path):
     other = make_image_project(tmp_path / "r", 1000, 300, split={"seed": 7}).parent
     other_train = _load(other, "train")
     assert set(other_train["ids"]) != set(train["ids"])
-    assert np.bincount(other_train["labels"]).tolist() == [80] * 10
+    assert np.bincount(other_train["labels"]).tolist() == [90] * 10
 
 
 def test_read_split_gives_class_names_ids_and_statistics(tmp_path):

@@ -77,7 +77,7 @@ def test_image_model_through_evaluate_gate_and_report(image_project):
     assert decision["challenger"]["overall"]["accuracy"] == pytest.approx(metrics["accuracy"])
     behavioural = next(c for c in decision["checks"] if c["name"] == "behavioural")
     assert behavioural["passed"] and "not applicable" in behavioural["detail"]
-    # A few steps on 800 images cannot reach the Fashion-MNIST floors (accuracy 0.9).
+    # A few steps on 900 images cannot reach the Fashion-MNIST floors (accuracy 0.9).
     assert decision["passed"] is (metrics["accuracy"] >= 0.9)
 
     report = ml("report", "pr", "--base", "HEAD")

@@ -2,7 +2,7 @@
 of the real Fashion-MNIST files, from ingest to the PR comment; and validation stopping the
 pipeline before the split for corrupted files.
 
-Slow (Ray trains the CNN for one epoch on 800 images), still part of the default run.
+Slow (Ray trains the CNN for one epoch on 900 images), still part of the default run.
 """
 
 from __future__ import annotations
