@@ -1,7 +1,7 @@
 """The image task's part of benchmarks/drift.py: false alarms and detection on Fashion-MNIST.
 
-- Project: the real files split as configs/fashion-mnist.yaml does (seeded, 48,000 train /
-  12,000 val from the training file; the 10,000 t10k images are the holdout), the CNN of that
+- Project: the real files split as configs/fashion-mnist.yaml does (seeded, 54,000 train /
+  6,000 val from the training file; the 10,000 t10k images are the holdout), the CNN of that
   config trained briefly (one epoch on a stratified subset of train, plain loop) so windows
   carry real predictions and penultimate features. Built once under data/monitor/bench-image.
 - Same-distribution windows: `--window` records bootstrapped from the holdout (never in the
