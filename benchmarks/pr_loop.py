@@ -257,7 +257,9 @@ def task_section(spec: TaskSpec, data: dict[str, Any]) -> list[str]:
     lines = [
         f"## {spec.name} ({params})",
         "",
-        f"Measured {data['measured']}." + (f" {spec.note}." if spec.note else ""),
+        f"Measured {data['measured']}."
+        + (f" {spec.note}." if spec.note else "")
+        + (f" {data['note']}" if data.get("note") else ""),  # a note added to the figures
         "",
         "| run | wall | exit | goal | met | load (1-min) mean / max | from the run cache |",
         "| --- | ---: | ---: | ---: | :-: | ---: | --- |",
