@@ -20,7 +20,13 @@ from tests.serve.conftest import free_port
 pytestmark = pytest.mark.slow
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _start(model_dir, port: int, env: dict, *args: str) -> subprocess.Popen:
+    # Started with SIGINT ignored, as a shell's background job or a supervisor may start it
+    # (and as this pytest process may be, after other tests): Ctrl-C must still stop it.
     return subprocess.Popen(
         [str(BIN_DIR / "ml"), "serve", "--model", str(model_dir), "--port", str(port), *args],
         cwd=REPO_ROOT,
@@ -29,6 +35,7 @@ def _start(model_dir, port: int, env: dict, *args: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=_ignore_sigint,
     )
 
 
