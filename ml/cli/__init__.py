@@ -8,6 +8,7 @@ mlflow, evidently, pandas) are imported inside commands so that `ml --help` stay
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -36,6 +37,11 @@ def main(
     ] = None,
 ) -> None:
     set_params_file(model_params_file(model, params))
+    # A parent that ignores SIGINT (a shell's background job, a supervisor, a test runner)
+    # passes that on, and Ctrl-C / `kill -INT` would then not stop `ml serve` or
+    # `ml train --submit` (whose job it cancels): every command takes SIGINT back.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 

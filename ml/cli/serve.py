@@ -111,7 +111,6 @@ def _one_url(url: str) -> str:
 
 
 def _serve_until_stopped(start: Callable[[], str], stop: Callable[[], None]) -> None:
-    import signal
     import time
 
     from ml.serve.auth import AuthConfigError
@@ -120,10 +119,7 @@ def _serve_until_stopped(start: Callable[[], str], stop: Callable[[], None]) -> 
 
     # Ctrl-C or SIGTERM at any point (even while the app is still deploying) shuts Serve down
     # gracefully: replicas finish what they hold and run __del__, which flushes the prediction
-    # log; then Ray itself stops, so none of its processes outlives this command. A parent
-    # that ignores SIGINT (a shell's background job, a supervisor) passes that on to us, and
-    # Ctrl-C / `kill -INT`, this command's stop signal, would do nothing: take it back.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # log; then Ray itself stops, so none of its processes outlives this command.
     try:
         try:
             where = start()
