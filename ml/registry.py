@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-TRAIN_REPORT = "reports/train.json"
-REGISTRY_REPORT = "reports/registry.json"
+# registry.json lives beside train.report (reports/train.json, or reports/NAME/train.json for a
+# model's scoped outputs), as train_metrics.json does.
+REGISTRY_FILE = "registry.json"
 AUDIT_PREFIX = "audit."
 PREVIOUS_CHAMPION_TAG = "champion.previous_version"
 GATE_STATUS_TAG = "gate.status"
@@ -48,6 +49,11 @@ NO_CHAMPION = "none"
 UNREGISTERED = "unregistered"  # the version field of a pr-tier challenger
 # MLflow caps tag values (5000 characters on SQL stores); keep free text well inside that.
 MAX_TAG_CHARS = 4000
+
+
+def registry_report(settings: Settings) -> Path:
+    """reports/registry.json (beside train.report): what `register` did, for the gate and report."""
+    return settings.path(settings.train.report).with_name(REGISTRY_FILE)
 
 
 class RegistryError(UserError):
@@ -187,11 +193,11 @@ def _candidate(settings: Settings) -> tuple[str, str, dict[str, str]]:
     """(model_uri, run_id, tags) of the last `ml train` run's model."""
     from ml.evaluate.metrics import HEADLINE
 
-    train = _read_json(settings.path(TRAIN_REPORT), "run `ml train` first")
+    train = _read_json(settings.path(settings.train.report), "run `ml train` first")
     metrics = _read_json(settings.path(settings.evaluate.metrics), "run `ml evaluate` first")
     model_uri, run_id = train.get("model_uri"), train.get("run_id")
     if not model_uri or not run_id:
-        raise RegistryError(f"{TRAIN_REPORT} lacks model_uri/run_id; rerun `ml train`")
+        raise RegistryError(f"{settings.train.report} lacks model_uri/run_id; rerun `ml train`")
     tags = {
         **provenance_tags(settings),
         "run_id": run_id,
@@ -209,7 +215,7 @@ def _describe_unregistered(settings: Settings) -> Registered:
     model_uri, run_id, tags = _candidate(settings)
     name = settings.mlflow.registered_model
     write_json(
-        settings.path(REGISTRY_REPORT),
+        registry_report(settings),
         {
             "name": name,
             "version": UNREGISTERED,
@@ -265,7 +271,7 @@ def register(settings: Settings) -> Registered:
         )
     result = Registered(name, str(version.version), run_id, model_uri, created)
     write_json(
-        settings.path(REGISTRY_REPORT),
+        registry_report(settings),
         {
             "name": name,
             "version": result.version,

@@ -97,31 +97,38 @@ def test_every_config_in_the_repo_has_only_known_sections():
         load_settings(path, environ={})
 
 
-@pytest.mark.parametrize("path", PARAMS_FILES, ids=[p.name for p in PARAMS_FILES])
-def test_every_params_file_runs_the_pipeline_by_copying_it_over_params_yaml(
-    tmp_path, monkeypatch, path
-):
-    """`cp configs/X.yaml params.yaml && dvc repro` works: DVC's own check, on a copy of
-    dvc.yaml, finds every params section and key that a stage lists."""
+def test_every_models_stages_find_their_params_in_its_params_file(tmp_path, monkeypatch):
+    """dvc.yaml's STAGE@NAME copies read NAME's own params file (models.yaml): DVC's own
+    check, on a copy of the repository's dvc.yaml, models.yaml and params files, finds every
+    params section and key that a stage lists."""
+    import shutil
+
     from dvc.dependency.param import MissingParamsError, ParamsDependency
     from dvc.repo import Repo
 
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
     monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path / "site-cache"))
-    (tmp_path / "dvc.yaml").write_bytes((REPO_ROOT / "dvc.yaml").read_bytes())
-    (tmp_path / "params.yaml").write_bytes(path.read_bytes())
+    for name in ("dvc.yaml", "models.yaml", "params.yaml"):
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    shutil.copytree(REPO_ROOT / "configs", tmp_path / "configs")
     repo = Repo.init(tmp_path, no_scm=True)
-    missing, checked = [], set()
+    missing, checked, files = [], set(), {}
     for stage in repo.index.stages:
         for dep in stage.deps:
             if isinstance(dep, ParamsDependency):
                 checked.update(dep.params)
+                files.setdefault(stage.name.split("@")[1], set()).add(dep.def_path)
                 try:
                     dep.get_hash()
                 except MissingParamsError as exc:
                     missing.append(f"{stage.name}: {exc}")
     assert {"task", "data", "train", "evaluate", "gate"} <= checked  # the stages list params
-    assert not missing, f"{path.name} lacks what dvc.yaml's stages read: " + "; ".join(missing)
+    assert files == {
+        "madewithml": {"params.yaml"},
+        "medical-abstracts": {"configs/medical-abstracts.yaml"},
+        "fashion-mnist": {"configs/fashion-mnist.yaml"},
+    }
+    assert not missing, "a params file lacks what dvc.yaml's stages read: " + "; ".join(missing)
 
 
 def test_override_validates_and_records_its_source():

@@ -4,6 +4,7 @@ Which models a change affects: tests/test_models_affected.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import urllib.parse
@@ -14,8 +15,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ml.config import OUTPUT_FIELDS, load_settings, override
+from ml.config.outputs import scoped_path
 from ml.models import MODELS_FILE, ModelsError, load_models, parse_models_file
-from tests.conftest import run_ml
+from tests.conftest import REPO_ROOT, cli_env, run_ml
 from tests.models_project import ALL, catalog, copy_models_project, ml
 
 
@@ -24,8 +27,16 @@ def repo(tmp_path: Path) -> Path:
     return copy_models_project(tmp_path / "repo")
 
 
-def write_models(root: Path, models: list[dict], default: str = "madewithml") -> None:
-    (root / MODELS_FILE).write_text(yaml.safe_dump({"default": default, "models": models}))
+def write_models(root: Path, models: list[tuple[str, str]], default: str = "madewithml") -> None:
+    """models.yaml declaring (name, params file) pairs, written as text so a name may repeat."""
+    lines = [f"default: {default}", "models:"]
+    lines += [f"  {name}:\n    params: {params}" for name, params in models]
+    (root / MODELS_FILE).write_text("\n".join(lines) + "\n")
+
+
+def declared(default: str, **models: str) -> dict:
+    """models.yaml's content: default and name -> params file."""
+    return {"default": default, "models": {name: {"params": p} for name, p in models.items()}}
 
 
 # --- declared once -----------------------------------------------------------------------------
@@ -83,17 +94,15 @@ def test_an_unknown_model_suggests_the_closest(repo):
 
 
 def test_a_duplicate_name_is_refused(repo):
-    entry = {"name": "madewithml", "params": "params.yaml"}
-    write_models(repo, [entry, {**entry, "params": "configs/fashion-mnist.yaml"}])
-    with pytest.raises(ModelsError, match="'madewithml' is declared twice"):
+    write_models(
+        repo, [("madewithml", "params.yaml"), ("madewithml", "configs/fashion-mnist.yaml")]
+    )
+    with pytest.raises(ModelsError, match=r"\['madewithml'\] declared twice"):
         load_models(repo)
 
 
 def test_a_missing_params_file_is_named(repo):
-    write_models(
-        repo,
-        [{"name": "madewithml", "params": "params.yaml"}, {"name": "x", "params": "configs/x.yml"}],
-    )
+    write_models(repo, [("madewithml", "params.yaml"), ("x", "configs/x.yml")])
     with pytest.raises(ModelsError, match=re.escape("configs/x.yml, which does not exist")):
         load_models(repo)
 
@@ -102,7 +111,7 @@ def test_a_missing_params_file_is_named(repo):
     "name", ["Fashion", "../up", "a/b", "-lead", "trail-", "", "a b", "a" * 41, "é", "raw", "model"]
 )
 def test_a_name_that_is_not_a_safe_path_segment_is_refused(name):
-    raw = {"default": name, "models": [{"name": name, "params": "params.yaml"}]}
+    raw = {"default": name, "models": {name: {"params": "params.yaml"}}}
     with pytest.raises(ModelsError, match=r"not a safe path segment|taken by an existing output"):
         parse_models_file(raw)
 
@@ -110,7 +119,7 @@ def test_a_name_that_is_not_a_safe_path_segment_is_refused(name):
 @settings(deadline=None)
 @given(st.one_of(st.text(max_size=45), st.from_regex(r"[a-z0-9.-]{1,42}", fullmatch=True)))
 def test_every_accepted_name_is_one_folder_and_one_url_segment(name):
-    raw = {"default": name, "models": [{"name": name, "params": "params.yaml"}]}
+    raw = {"default": name, "models": {name: {"params": "params.yaml"}}}
     try:
         parse_models_file(raw)
     except ModelsError:
@@ -126,10 +135,8 @@ def test_an_unregistered_task_is_refused(repo):
 
 
 def test_the_task_is_not_repeated_in_the_model_list():
-    raw = {
-        "default": "madewithml",
-        "models": [{"name": "madewithml", "params": "params.yaml", "task": "text-classification"}],
-    }
+    raw = declared("madewithml", madewithml="params.yaml")
+    raw["models"]["madewithml"]["task"] = "text-classification"
     with pytest.raises(
         ModelsError, match=re.escape("models.0.task: Extra inputs are not permitted")
     ):
@@ -137,20 +144,23 @@ def test_the_task_is_not_repeated_in_the_model_list():
 
 
 def test_the_default_must_read_params_yaml():
-    raw = {"default": "fm", "models": [{"name": "fm", "params": "configs/fashion-mnist.yaml"}]}
+    raw = declared("fm", fm="configs/fashion-mnist.yaml")
     with pytest.raises(ModelsError, match=re.escape("a verb without --model reads params.yaml")):
         parse_models_file(raw)
     with pytest.raises(ModelsError, match=r"unknown default model 'madewithm' \(did you mean"):
-        parse_models_file({**raw, "default": "madewithm", "models": [
-            {"name": "madewithml", "params": "params.yaml"}
-        ]})  # fmt: skip
+        parse_models_file(declared("madewithm", madewithml="params.yaml"))
+
+
+def test_a_list_of_models_is_refused_with_the_mapping_form():
+    raw = {"default": "a", "models": [{"name": "a", "params": "params.yaml"}]}
+    with pytest.raises(ModelsError, match=r"must map each model's name to its params file"):
+        parse_models_file(raw)
 
 
 @pytest.mark.parametrize("params", ["/etc/params.yaml", "../params.yaml", "configs/../../x.yaml"])
 def test_a_params_file_outside_the_repository_is_refused(params):
-    raw = {"default": "a", "models": [{"name": "a", "params": params}]}
     with pytest.raises(ModelsError, match="must be a path inside the repository"):
-        parse_models_file(raw)
+        parse_models_file(declared("a", a=params))
 
 
 def test_a_missing_or_broken_model_list_is_a_clear_error(tmp_path):
@@ -197,7 +207,7 @@ def test_models_list_prints_a_table_and_json(repo):
 
 
 def test_models_list_reports_a_bad_list_with_exit_code_2(repo):
-    write_models(repo, [{"name": "madewithml", "params": "params.yaml"}] * 2)
+    write_models(repo, [("madewithml", "params.yaml")] * 2)
     result = ml(repo, "models", "list", "--json")
     assert result.returncode == 2 and "declared twice" in result.stderr
     assert "Traceback" not in result.stderr
@@ -231,3 +241,112 @@ def test_an_unknown_model_option_names_the_declared_ones(repo):
     result = ml(repo, "--model", "fashionmnist", "config", "show")
     assert result.returncode == 2
     assert "did you mean 'fashion-mnist'?" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- per-model outputs (ml/config/outputs.py) --------------------------------------------------
+
+
+def outputs(repo: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The output paths `ml ARGS config show` reports, and where each came from."""
+    result = run_ml([*args, "config", "show", "--json"], repo, env=cli_env(**(env or {})))
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    return {key: shown[key]["value"] for key in OUTPUT_FIELDS} | {
+        "source": shown["model.dir"]["source"]
+    }
+
+
+def test_a_model_writes_under_its_own_folders(repo):
+    image = outputs(repo, "--model", "fashion-mnist")
+    assert image == {
+        "data.raw_dir": "data/fashion-mnist/raw",
+        "data.splits_dir": "data/fashion-mnist/splits",
+        "validate.report": "reports/fashion-mnist/data_validation.json",
+        "model.dir": "models/fashion-mnist",
+        "train.report": "reports/fashion-mnist/train.json",
+        "tune.output": "reports/fashion-mnist/tune/best_params.yaml",
+        "evaluate.metrics": "reports/fashion-mnist/metrics.json",
+        "evaluate.detail_dir": "reports/fashion-mnist/eval",
+        "gate.report": "reports/fashion-mnist/gate.json",
+        "report.pr_comment": "reports/fashion-mnist/pr_comment.md",
+        "monitor.model_dir": None,
+        "monitor.report_dir": "reports/fashion-mnist/drift",
+        "monitor.cache_dir": "data/fashion-mnist/monitor",
+        "monitor.pr_body": "reports/fashion-mnist/retrain_pr.md",
+        "source": "configs/fashion-mnist.yaml, scoped to model fashion-mnist",
+    }
+
+
+def test_without_an_option_the_default_model_is_scoped_and_params_keeps_the_files_paths(repo):
+    default = outputs(repo, env={"ML_PARAMS": ""})
+    assert default["model.dir"] == "models/madewithml"
+    assert default["gate.report"] == "reports/madewithml/gate.json"
+    assert outputs(repo, "--model", "madewithml") == default
+    # An explicit params file (ad-hoc runs, tests) is read as written: today's single layout.
+    for unscoped in (outputs(repo, "--params", "params.yaml"), outputs(repo, env=ML_PARAMS)):
+        assert unscoped["model.dir"] == "models/model"
+        assert unscoped["gate.report"] == "reports/gate.json"
+        assert unscoped["source"] == "params.yaml"
+
+
+ML_PARAMS = {"ML_PARAMS": "params.yaml"}
+
+
+@pytest.mark.parametrize(
+    ("value", "scoped"),
+    [
+        ("reports/x.json", "reports/m/x.json"),
+        ("reports/tune/best.yaml", "reports/m/tune/best.yaml"),
+        ("data/raw", "data/m/raw"),
+        ("models/model", "models/m"),
+        ("reports/m/gate.json", "reports/m/gate.json"),  # already the model's: kept
+        ("/abs/reports/x.json", "/abs/reports/x.json"),  # chosen on purpose: kept
+        ("elsewhere/x.json", "elsewhere/x.json"),
+        ("reports", "reports"),
+    ],
+)
+def test_scoped_path(value, scoped):
+    assert scoped_path(value, "m") == scoped
+
+
+def test_a_params_override_stays_scoped(repo):
+    with contextlib.chdir(repo):
+        settings = load_settings("params.yaml", environ={}, model="madewithml")
+        tuned = override(settings, {"model.dir": "models/model", "train.epochs": 1}, "tuned")
+    assert tuned.model.dir == "models/madewithml" and tuned.model_name == "madewithml"
+
+
+def test_dvc_yaml_runs_each_stage_per_model_where_its_settings_write():
+    """dvc.yaml's outs per model are the paths scope_outputs gives (one rule, two spellings)."""
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    assert all(stage["foreach"] == "${models}" for stage in stages.values())
+    for model in catalog().models:
+        settings = load_settings(REPO_ROOT / model.params, environ={}, model=model.name)
+        written = {
+            "ingest": [settings.data.raw_dir],
+            "validate": [settings.validate_.report],
+            "split": [settings.data.splits_dir],
+            "train": [settings.model.dir, settings.train.report],
+            "evaluate": [settings.evaluate.detail_dir],
+            "register": [str(PurePosixPath(settings.train.report).with_name("registry.json"))],
+            "gate": [settings.gate.report],
+            "report": [settings.report.pr_comment],
+        }
+        for name, paths in written.items():
+            do = stages[name]["do"]
+            outs = [next(iter(o)) if isinstance(o, dict) else o for o in do["outs"]]
+            assert [o.replace("${key}", model.name) for o in outs] == paths, name
+            assert do["cmd"].startswith("ml --model ${key} ")
+            if "params" in do:
+                assert next(iter(do["params"][0])) == "${item.params}"
+
+
+def test_a_submitted_job_reads_the_models_folders():
+    from ml.train.ray_train import TrainOptions
+    from ml.train.submit import job_command
+
+    options = TrainOptions()
+    scoped = job_command(Path("configs/fashion-mnist.yaml"), options, None, "fashion-mnist")
+    assert scoped.startswith("python -m ml.cli --model fashion-mnist train")
+    assert "--params" not in scoped
+    assert job_command(Path("p.yaml"), options, None).startswith("python -m ml.cli --params p.yaml")

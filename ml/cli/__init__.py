@@ -36,7 +36,7 @@ def main(
         typer.Option("--model", help="a model in models.yaml: its params file (not with --params)"),
     ] = None,
 ) -> None:
-    set_params_file(model_params_file(model, params))
+    set_params_file(model_params_file(model, params), model)
     # A parent that ignores SIGINT (a shell's background job, a supervisor, a test runner)
     # passes that on, and Ctrl-C / `kill -INT` would then not stop `ml serve` or
     # `ml train --submit` (whose job it cancels): every command takes SIGINT back.

@@ -11,7 +11,9 @@ from typing import Any, TypeVar
 import typer
 
 T = TypeVar("T")
-_state: dict[str, Path | None] = {"params": None}
+# The params file --params or --model named, and the model --model named (None: the default
+# model when no params file was chosen at all; see output_model).
+_state: dict[str, Any] = {"params": None, "model": None}
 
 MODEL_URI_HELP = (
     "model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/...) or a local model dir "
@@ -19,8 +21,8 @@ MODEL_URI_HELP = (
 )
 
 
-def set_params_file(path: Path | None) -> None:
-    _state["params"] = path
+def set_params_file(path: Path | None, model: str | None = None) -> None:
+    _state["params"], _state["model"] = path, model
 
 
 def model_params_file(model: str | None, params: Path | None) -> Path | None:
@@ -40,6 +42,25 @@ def params_file() -> Path | None:
     return _state["params"]
 
 
+def output_model() -> str | None:
+    """The model whose outputs a verb writes (data/NAME, models/NAME, reports/NAME): --model's,
+    else the default model of models.yaml when neither --params nor $ML_PARAMS chose a file.
+    None keeps the params file's own paths (an ad-hoc file, or a folder without models.yaml)."""
+    import os
+
+    from ml.config import PARAMS_ENV
+
+    if _state["model"] is not None:
+        return _state["model"]
+    if _state["params"] is not None or os.environ.get(PARAMS_ENV):
+        return None
+    from ml.models import MODELS_FILE, load_models
+
+    if not Path(MODELS_FILE).is_file():
+        return None
+    return run_stage(load_models).default
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     return typer.Exit(code)
@@ -49,7 +70,7 @@ def settings():
     """The effective settings; a bad params file exits 2 (ConfigError.exit_code)."""
     from ml.config import load_settings
 
-    return run_stage(load_settings, params_file())
+    return run_stage(load_settings, params_file(), model=output_model())
 
 
 def _mlflow_message(exc: Exception) -> str | None:

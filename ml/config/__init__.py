@@ -7,6 +7,7 @@ Import every name from here (`from ml.config import Settings, override`); the mo
   operations  where and how it runs (mlflow, ray, serve, monitor)
   settings    the root Settings, load_settings (params file, ENV_OVERRIDES, provenance)
   overrides   override / override_from_file: the one way to change loaded settings
+  outputs     output_roots / scope_outputs: one model's output paths (data/NAME, reports/NAME)
   hashing     params_hash: the one hash of the settings that make a model
   dotted      dotted-key trees ("train.epochs") that loading and overriding share
 """
@@ -27,6 +28,7 @@ from ml.config.operations import (
     RaySettings,
     ServeSettings,
 )
+from ml.config.outputs import OUTPUT_FIELDS, output_roots, scope_outputs
 from ml.config.overrides import TUNED_SECTIONS, override, override_from_file
 from ml.config.settings import (
     DEFAULT_PARAMS_FILE,
@@ -52,6 +54,7 @@ __all__ = [
     "DEPLOYMENT_ONLY",
     "ENV_OVERRIDES",
     "MODEL_SECTIONS",
+    "OUTPUT_FIELDS",
     "PARAMS_ENV",
     "SLICE_ARGUMENTS",
     "TUNED_SECTIONS",
@@ -75,8 +78,10 @@ __all__ = [
     "ValidateSettings",
     "effective_values",
     "load_settings",
+    "output_roots",
     "override",
     "override_from_file",
     "params_hash",
     "params_path",
+    "scope_outputs",
 ]

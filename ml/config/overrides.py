@@ -21,6 +21,11 @@ def override(settings: Settings, values: Mapping[str, Any], source: str) -> Sett
     overlay(raw, values, source, provenance)
     updated = validate_tree(raw, source)
     updated.root, updated.provenance = settings.root, provenance
+    if settings.model_name is not None:
+        from ml.config.outputs import scope_outputs
+
+        # An override naming an output path (a tuned `model` section's dir) stays scoped.
+        scope_outputs(updated, settings.model_name)
     return updated
 
 

@@ -68,6 +68,9 @@ class Settings(BaseModel):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
 
     root: Path = Field(default=Path("."), exclude=True)
+    # The declared model whose output paths these settings are scoped to (ml/config/outputs.py;
+    # None: the params file's paths as written).
+    model_name: str | None = Field(default=None, exclude=True)
     provenance: dict[str, str] = Field(default_factory=dict, exclude=True)
 
     @model_validator(mode="after")
@@ -95,7 +98,7 @@ class Settings(BaseModel):
         return p if p.is_absolute() else self.root / p
 
     def as_dict(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude={"root", "provenance"})
+        return self.model_dump(by_alias=True, exclude={"root", "provenance", "model_name"})
 
 
 def _top_level_keys() -> list[str]:
@@ -141,9 +144,12 @@ def params_path(explicit: str | Path | None = None) -> Path:
 
 
 def load_settings(
-    params_file: str | Path | None = None, environ: dict[str, str] | None = None
+    params_file: str | Path | None = None,
+    environ: dict[str, str] | None = None,
+    model: str | None = None,
 ) -> Settings:
-    """Read params.yaml (or $ML_PARAMS), apply environment overrides, and validate."""
+    """Read params.yaml (or $ML_PARAMS), apply environment overrides, and validate. With
+    `model` (a declared model's name), every output path is scoped under that model's roots."""
     environ = dict(os.environ if environ is None else environ)
     path = params_path(params_file if params_file is not None else environ.get(PARAMS_ENV))
     if not path.is_file():
@@ -168,6 +174,10 @@ def load_settings(
     for dotted in flatten(settings.as_dict()):
         provenance.setdefault(dotted, "default")
     settings.provenance = provenance
+    if model is not None:
+        from ml.config.outputs import scope_outputs
+
+        scope_outputs(settings, model)
     return settings
 
 

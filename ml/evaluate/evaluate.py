@@ -23,9 +23,6 @@ if TYPE_CHECKING:
 
     from ml.tasks.base import Examples, Predictor, Task
 
-DEFAULT_MODEL_DIR = "models/model"
-TRAIN_REPORT = "reports/train.json"
-
 
 class EvaluationError(UserError):
     """The model or the holdout cannot be evaluated; the message says what is missing."""
@@ -247,12 +244,12 @@ class EvaluateResult:
 
 
 def model_dir_from_train_report(settings: Settings) -> Path:
-    report = settings.path(TRAIN_REPORT)
+    report = settings.path(settings.train.report)
     if report.is_file():
         model_dir = json.loads(report.read_text()).get("model_dir")
         if model_dir:
             return settings.path(model_dir)
-    return settings.path(DEFAULT_MODEL_DIR)
+    return settings.path(settings.model.dir)
 
 
 def evaluate(settings: Settings, model_dir: Path | None = None) -> EvaluateResult:

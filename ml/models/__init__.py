@@ -1,21 +1,25 @@
 """The models this repository holds, declared once in models.yaml at the repository root.
 
-models.yaml lists each model by name and params file, and names the default model:
+models.yaml maps each model's name to its params file, and names the default model:
 
     default: madewithml
     models:
-      - name: madewithml
+      madewithml:
         params: params.yaml
-      - name: fashion-mnist
+      fashion-mnist:
         params: configs/fashion-mnist.yaml
+
+A mapping keyed by name, not a list, because dvc.yaml imports this file (`vars:`) and its
+`foreach: ${models}` names each model's stages by the key: `train@fashion-mnist`.
 
 The task is not repeated there: it is read from the params file's `task:` (Settings' default
 where a file has none), so a fact has one home. `ml models list` prints the list (`--json` for
 workflow matrices), `ml --model NAME VERB` runs a verb on that model's params file, and
 `ml models affected` (ml/models/affected.py) says which models a change affects.
 
-With neither --model nor --params, a verb reads $ML_PARAMS or ./params.yaml as before, so the
-default model must be the one whose params file is params.yaml (load_models checks it).
+With neither --model nor --params (nor $ML_PARAMS), a verb runs the default model: it reads
+./params.yaml, so the default model must be the one whose params file is params.yaml
+(load_models checks it).
 
 Each model registers under its params file's mlflow.registered_model; load_models refuses two
 models sharing one (in one tracking store), since they would share versions and the champion.
@@ -23,12 +27,11 @@ models sharing one (in one tracking store), since they would share versions and 
 A name becomes a path segment and a route: data/NAME/, models/NAME/, reports/NAME/ and the
 Serve route prefix /NAME, hence NAME_PATTERN and the reserved names below.
 
-Per-model outputs (still to come in #23): every output path will be scoped by one function,
-`output_roots(name)`, which maps a model name to its data, models and reports roots. The
-stages will read their folders (data.raw_dir, data.splits_dir, model.dir, the reports) under
-those roots instead of today's shared data/raw, models/model and reports/, and dvc.yaml's
-`foreach` over models.yaml will pass `--model NAME` to each stage. Nothing reads
-output_roots yet except the affected rules (a change under data/NAME/ affects NAME).
+Per-model outputs: `output_roots(name)` (ml/config/outputs.py, re-exported here) maps a model
+to its data, models and reports roots, and `ml --model NAME` (or the default model) moves every
+output path of its settings under them (`scope_outputs`): data/NAME/raw, data/NAME/splits,
+models/NAME, reports/NAME/metrics.json... `--params FILE` alone keeps the file's paths. The
+affected rules use the same roots (a change under data/NAME/ affects NAME).
 """
 
 from __future__ import annotations
@@ -43,7 +46,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ml.config import DEFAULT_PARAMS_FILE, ConfigError, DataSettings, MlflowSettings, Settings
+from ml.config import (
+    DEFAULT_PARAMS_FILE,
+    ConfigError,
+    DataSettings,
+    MlflowSettings,
+    Settings,
+    output_roots,
+)
 from ml.tasks import TASK_MODULES
 
 MODELS_FILE = "models.yaml"
@@ -80,6 +90,19 @@ class ModelEntry(_Strict):
 class ModelsFile(_Strict):
     default: str = Field(description="the model a verb runs without --model")
     models: list[ModelEntry] = Field(min_length=1)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _keyed_by_name(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise ValueError(
+                "must map each model's name to its params file (name: {params: FILE}); "
+                "dvc.yaml's foreach names each model's stages by that key"
+            )
+        return [
+            {"name": name, **spec} if isinstance(spec, Mapping) else {"name": name, "params": spec}
+            for name, spec in value.items()
+        ]
 
 
 @dataclass(frozen=True)
@@ -121,11 +144,6 @@ class Catalog:
         raise ModelsError(f"unknown model {name!r}{_did_you_mean(name, self.names)}")
 
 
-def output_roots(name: str) -> dict[str, str]:
-    """Where a model's outputs will live once stages are scoped per model (#23)."""
-    return {"data": f"data/{name}", "models": f"models/{name}", "reports": f"reports/{name}"}
-
-
 def repo_path(value: Any) -> str | None:
     """`value` as a posix path relative to the repository, or None (a URL, an absolute path,
     one that climbs out with ..)."""
@@ -144,9 +162,23 @@ def _did_you_mean(name: str, names: Iterable[str]) -> str:
     return f"{hint}; the models in {MODELS_FILE} are {names}"
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """A YAML mapping that names one key twice keeps the last silently: a model declared twice
+    would vanish. This loader refuses it instead."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if twice:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{twice} declared twice; names are unique", node.start_mark
+            )
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path, what: str) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeys)
     except yaml.YAMLError as exc:
         raise ModelsError(f"{path} ({what}) is not valid YAML: {exc}") from exc
 

@@ -81,7 +81,7 @@ def params_diff(settings: Settings, base_rev: str) -> tuple[dict[str, Any] | Non
 
 
 def collect(settings: Settings, base_rev: str | None = None) -> PrReportInputs:
-    from ml.registry import REGISTRY_REPORT, TRAIN_REPORT, _git
+    from ml.registry import _git, registry_report
 
     base = base_rev or (
         f"origin/{os.environ['GITHUB_BASE_REF']}"
@@ -97,8 +97,8 @@ def collect(settings: Settings, base_rev: str | None = None) -> PrReportInputs:
         evaluation=evaluation,
         gate=gate,
         data_validation=_read(settings.path(settings.validate_.report)),
-        train=_read(settings.path(TRAIN_REPORT)),
-        registry=_read(settings.path(REGISTRY_REPORT)),
+        train=_read(settings.path(settings.train.report)),
+        registry=_read(registry_report(settings)),
         params_diff=diff,
         params_diff_error=error,
         base_rev=base,

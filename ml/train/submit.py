@@ -30,6 +30,7 @@ UPLOAD_EXCLUDES = [
     ".git",
     "**/__pycache__",
     "data/raw",
+    "data/*/raw",
     "models",
     "ray_results",
     "mlruns",
@@ -47,8 +48,16 @@ def jobs_address(address: str) -> str:
     return address if "://" in address else f"http://{address}"
 
 
-def job_command(params_file: Path, options: TrainOptions, params_override: Path | None) -> str:
-    argv = ["python", "-m", "ml.cli", "--params", params_file.name, "train"]
+def job_command(
+    params_file: Path,
+    options: TrainOptions,
+    params_override: Path | None,
+    model: str | None = None,
+) -> str:
+    # A model's settings are scoped to its folders (data/NAME/splits ...): --model makes the job
+    # read the same ones, where --params alone would read the file's unscoped paths.
+    scope = ["--model", model] if model else ["--params", params_file.name]
+    argv = ["python", "-m", "ml.cli", *scope, "train"]
     if options.num_workers:
         argv += ["--workers", str(options.num_workers)]
     if options.epochs:
@@ -104,13 +113,13 @@ def submit_training(
         if os.environ.get(name):
             env_vars[name] = os.environ[name]
     job_id = client.submit_job(
-        entrypoint=job_command(params_file, options, params_override),
+        entrypoint=job_command(params_file, options, params_override, settings.model_name),
         # The project (params, splits) as working_dir and this `ml` package beside it, so the
         # cluster runs the same code without a rebuilt image.
         runtime_env={
             "working_dir": str(settings.root),
             "py_modules": [str(Path(ml.__file__).resolve().parent)],
-            "excludes": UPLOAD_EXCLUDES,
+            "excludes": [*UPLOAD_EXCLUDES, settings.data.raw_dir],
             "env_vars": env_vars,
         },
         submission_id=f"{options.run_name}-{int(time.time())}",

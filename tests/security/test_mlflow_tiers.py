@@ -135,7 +135,7 @@ def test_pr_identity_registers_a_production_version(world):
 
 def test_the_pr_tier_registers_nothing(protected_world):
     """What pr.yml runs, with the PR identity: `register` only describes the run's model."""
-    from ml.registry import REGISTRY_REPORT, register
+    from ml.registry import register, registry_report
 
     world = protected_world
     client = _client(world)
@@ -146,7 +146,7 @@ def test_the_pr_tier_registers_nothing(protected_world):
     assert settings.mlflow.experiment == "tag-classifier-pr"
     result = register(settings)
     assert not result.registered and result.model_uri == f"runs:/{run.info.run_id}/model"
-    described = json.loads((world.root / REGISTRY_REPORT).read_text())
+    described = json.loads(registry_report(settings).read_text())
     assert described["registered"] is False and described["tier"] == "pr"
     assert len(client.search_model_versions(f"name = '{world.model}'")) == 2
 
