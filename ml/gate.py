@@ -6,12 +6,15 @@ evaluates both on the same holdout with the same code, decides, writes reports/g
 records the decision on the challenger's version (promote reads it).
 
 Nothing here depends on the task: both models are scored by ml.evaluate on the same holdout,
-and the rules read only the metrics.
+and the rules read only the metrics and the per-row predictions (ml.compare pairs them).
 
 Rules: data validation passed; behavioural checks pass (at the configured rate; skipped checks,
 e.g. for another label set, and a task without behavioural checks do not fail); and then either
-  - with a champion: challenger weighted F1 >= champion weighted F1 - f1_tolerance, and no
-    class's F1 drops by more than max_class_f1_drop;
+  - with a champion, non-inferiority on the paired bootstrap interval of challenger - champion:
+    fail when the whole weighted-F1 interval lies below -f1_tolerance (detectably worse by more
+    than the tolerance), or when a class's F1 interval lies wholly below -max_class_f1_drop.
+    A difference the holdout cannot tell from noise never fails the gate, and is never called
+    better;
   - without one: every configured floor is reached.
 """
 
@@ -20,11 +23,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ml.config import GateSettings, Settings
 from ml.errors import UserError
 from ml.io import write_json
+
+if TYPE_CHECKING:
+    from ml.compare import Comparison
 
 # Float noise must not turn "exactly at the tolerance" into a failure.
 EPSILON = 1e-9
@@ -72,9 +78,11 @@ def decide(
     champion: dict[str, Any] | None,
     data_validation_passed: bool,
     config: GateSettings,
+    comparison: Comparison | None = None,
 ) -> Decision:
     """Decide from two evaluations ({"overall", "per_class", "behavioural"} as written by
-    `evaluate_predictor`); `champion` None means there is no production model yet."""
+    `evaluate_predictor`) and their paired `comparison` (ml.compare.compare on the same rows);
+    `champion` None means there is no production model yet."""
     checks = [
         Check(
             "data_validation",
@@ -93,38 +101,52 @@ def decide(
                 Check(f"floor.{metric}", ok, f"{metric} {value:.4f} {sign} floor {floor}")
             )
     else:
+        if comparison is None:
+            raise ValueError("a champion needs the paired comparison (ml.compare.compare)")
         mode = "compare"
-        new = float(challenger["overall"]["f1_weighted"])
-        old = float(champion["overall"]["f1_weighted"])
-        ok = old - new <= config.f1_tolerance + EPSILON
-        checks.append(
-            Check(
-                "f1_weighted",
-                ok,
-                f"weighted F1 {new:.4f} vs champion {old:.4f} (Δ {new - old:+.4f}, "
-                f"tolerance {config.f1_tolerance})",
-            )
-        )
-        drops = []
-        for label, row in challenger["per_class"].items():
-            before = champion["per_class"].get(label)
-            if before is None:
-                continue  # a class the champion never scored: nothing to regress from
-            drop = float(before["f1"]) - float(row["f1"])
-            if drop > config.max_class_f1_drop + EPSILON:
-                drops.append(f"{label} {float(before['f1']):.4f} -> {float(row['f1']):.4f}")
-        checks.append(
-            Check(
-                "class_f1",
-                not drops,
-                (
-                    f"class F1 dropped more than {config.max_class_f1_drop}: " + ", ".join(drops)
-                    if drops
-                    else f"no class F1 dropped more than {config.max_class_f1_drop}"
-                ),
-            )
-        )
+        checks += [_f1_check(comparison, config), _class_check(champion, comparison, config)]
     return Decision(all(c.passed for c in checks), mode, checks)
+
+
+def interval_text(interval: Any) -> str:
+    """ "Δ +0.0150, 95% interval [-0.0120, +0.0410]" (an ml.compare Interval)."""
+    return (
+        f"Δ {interval.diff:+.4f}, {interval.level:.0%} interval "
+        f"[{interval.low:+.4f}, {interval.high:+.4f}]"
+    )
+
+
+def _f1_check(comparison: Comparison, config: GateSettings) -> Check:
+    f1 = comparison.headline["f1_weighted"]
+    ok = f1.high >= -config.f1_tolerance - EPSILON
+    head = f"weighted F1 {f1.new:.4f} vs champion {f1.old:.4f} ({interval_text(f1)})"
+    if ok:
+        return Check(
+            "f1_weighted",
+            True,
+            f"{head}: {f1.word}; fails only when the interval lies below "
+            f"-{config.f1_tolerance} (tolerance)",
+        )
+    return Check(
+        "f1_weighted",
+        False,
+        f"{head}: detectably worse by more than the tolerance {config.f1_tolerance}",
+    )
+
+
+def _class_check(champion: dict[str, Any], comparison: Comparison, config: GateSettings) -> Check:
+    limit = config.max_class_f1_drop
+    drops = [
+        f"{label} {i.old:.4f} -> {i.new:.4f} ({interval_text(i)})"
+        for label, i in comparison.per_class.items()
+        # A class the champion never scored has nothing to regress from.
+        if label in champion["per_class"] and i.high < -limit - EPSILON
+    ]
+    if drops:
+        return Check(
+            "class_f1", False, f"class F1 detectably dropped more than {limit}: " + ", ".join(drops)
+        )
+    return Check("class_f1", True, f"no class F1 detectably dropped more than {limit}")
 
 
 def _behavioural_check(result: dict[str, Any], config: GateSettings) -> Check:
@@ -234,16 +256,21 @@ def gate(
     holdout = read_holdout(settings)
     cases = behavioural_spec(settings)
     evaluations: dict[str, dict[str, Any]] = {}
+    rows: dict[str, Any] = {}
     for role, uri in uris.items():
         if uri is None:
             continue
         predictor = load_registry_model(settings, uri)
-        evaluation, _ = evaluate_predictor(predictor, holdout, settings, cases)
-        evaluations[role] = evaluation
+        evaluations[role], rows[role] = evaluate_predictor(predictor, holdout, settings, cases)
 
+    comparison, mdd = _compare(settings, holdout, evaluations["challenger"], rows)
     validation_passed, validation = data_validation_status(settings)
     decision = decide(
-        evaluations["challenger"], evaluations.get("champion"), validation_passed, settings.gate
+        evaluations["challenger"],
+        evaluations.get("champion"),
+        validation_passed,
+        settings.gate,
+        comparison,
     )
     from ml.registry import utc_now
 
@@ -279,6 +306,8 @@ def gate(
         },
         "holdout_rows": len(holdout),
         "task": settings.task,
+        "comparison": comparison.to_dict() if comparison else None,
+        "mdd": mdd,
     }
     report_path = settings.path(settings.gate.report)
     write_json(report_path, report)
@@ -289,13 +318,46 @@ def gate(
     return GateResult(decision, challenger_version, champion_version, report_path)
 
 
+def _compare(
+    settings: Settings, holdout: Any, challenger: dict[str, Any], rows: dict[str, Any]
+) -> tuple[Comparison | None, dict[str, Any]]:
+    """The paired comparison (None without a champion) and the holdout's minimum detectable
+    difference, from the per-row predictions of each model on the same holdout rows."""
+    from ml.compare import compare, holdout_mdd
+    from ml.tasks import task_of
+
+    config = settings.gate
+    new = rows["challenger"]
+    labels = list(challenger["per_class"])
+    options = {
+        "resamples": config.bootstrap_resamples,
+        "level": config.confidence_level,
+        "seed": config.bootstrap_seed,
+    }
+    if "champion" not in rows:
+        truth, predicted = new["label"].tolist(), new["predicted"].tolist()
+        return None, holdout_mdd(truth, predicted, labels, **options)
+    old = rows["champion"]
+    comparison = compare(
+        new["label"].tolist(),
+        {"predicted": old["predicted"].tolist(), "confidence": old["confidence"].tolist()},
+        {"predicted": new["predicted"].tolist(), "confidence": new["confidence"].tolist()},
+        labels,
+        list(holdout.ids),
+        task_of(settings).prediction_columns(holdout),
+        examples=config.flip_examples,
+        **options,
+    )
+    return comparison, comparison.mdd
+
+
 def _unregistered_challenger(settings: Settings) -> dict[str, Any] | None:
     """The pr tier's challenger: reports/registry.json of a run `register` did not register."""
-    from ml.registry import REGISTRY_REPORT
+    from ml.registry import registry_report
 
     if settings.mlflow.tier != "pr":
         return None
-    path = settings.path(REGISTRY_REPORT)
+    path = registry_report(settings)
     report = json.loads(path.read_text()) if path.is_file() else {}
     if report.get("registered") is not False or not report.get("model_uri"):
         raise GateError(f"{path} describes no PR-run model; run `ml registry register` first")
