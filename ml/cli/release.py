@@ -1,20 +1,59 @@
-"""`ml release`: ship the tagged commit's registered model to Ray Serve, or roll back."""
+"""`ml release`: ship the tagged commit's registered models to Ray Serve, or roll back."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ml.cli.common import run_stage, settings
+from ml.cli.common import params_file, run_stage, settings
+
+
+def _declared_model(params: Path | None) -> tuple[str | None, bool]:
+    """(the declared model whose params file `params` is, whether models.yaml declares models
+    here). An ad-hoc params file (or no models.yaml) is released alone, as the file says."""
+    from ml.models import ModelsError, load_models, repo_path
+
+    try:
+        catalog = load_models()
+    except ModelsError:
+        return None, False
+    if params is None:
+        return None, True
+    wanted = repo_path(os.path.relpath(Path(params).resolve(), Path.cwd()))
+    return next((m.name for m in catalog.models if m.params == wanted), None), True
+
+
+def _scope(models: str | None) -> tuple[bool, list[str] | None]:
+    """(release several models, which: None for all) from --models, --model/--params and
+    $ML_PARAMS."""
+    from ml.config.settings import PARAMS_ENV
+
+    chosen = params_file() or os.environ.get(PARAMS_ENV) or None
+    name, declared = _declared_model(Path(chosen) if chosen else None)
+    if models is not None:
+        return True, [n.strip() for n in models.split(",") if n.strip()]
+    if chosen is None:
+        return declared, None
+    return name is not None, [name] if name else None
 
 
 def release(
     tag: Annotated[str, typer.Option(help="the release tag, e.g. v1.2.0 (recorded as the reason)")],
-    commit: Annotated[str, typer.Option(help="the tagged commit whose registered model ships")],
+    commit: Annotated[str, typer.Option(help="the tagged commit whose registered models ship")],
+    models: Annotated[
+        str | None,
+        typer.Option(help="comma-separated models.yaml names (default: every declared model)"),
+    ] = None,
     allow_downgrade: Annotated[
         bool,
-        typer.Option("--allow-downgrade", help="ship a version older than the champion (recorded)"),
+        typer.Option(
+            "--allow-downgrade",
+            envvar="ML_RELEASE_ALLOW_DOWNGRADE",
+            help="ship a version older than the champion (recorded)",
+        ),
     ] = False,
     main_ref: Annotated[
         str | None,
@@ -23,10 +62,28 @@ def release(
         ),
     ] = None,
 ) -> None:
-    """Check that COMMIT is on main and that its registered model was trained there and passed
-    the gate; deploy it to Ray Serve, smoke-test the live endpoint ($ML_SERVE_URL or
-    serve.host/port), then move `champion`. On failure or SIGTERM the previous champion is
-    redeployed and the alias restored (a failed first release deletes the app)."""
+    """Check that COMMIT is on main; for every declared model (or --models, or --model NAME)
+    that has a gate-passed version trained from COMMIT, deploy it as the Serve application
+    /NAME, smoke-test it over HTTP ($ML_SERVE_URL/NAME or serve.host/port), then move its
+    `champion`; the other models keep their champion (redeployed and smoke-tested). A model
+    whose release fails is rolled back alone (docs/runbooks/rollback.md) and the command
+    fails. An ad-hoc --params file releases that one model at its own serve.route_prefix."""
+    several, names = _scope(models)
+    if not several:
+        _release_one(tag, commit, allow_downgrade, main_ref)
+        return
+    from ml.release.models import release_models
+
+    outcome = run_stage(
+        release_models, tag, commit, names, allow_downgrade=allow_downgrade, main_ref=main_ref
+    )
+    typer.secho(
+        f"released {tag} (commit {outcome.commit[:12]}):\n{outcome.summary()}",
+        fg=typer.colors.GREEN,
+    )
+
+
+def _release_one(tag: str, commit: str, allow_downgrade: bool, main_ref: str | None) -> None:
     from ml.release import release as release_stage
 
     result = run_stage(

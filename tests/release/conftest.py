@@ -80,6 +80,7 @@ class Project:
         experiment: str = TRUSTED,
         run_commit: str | None = None,
         gate: str = "passed",
+        model: str = MODEL,
     ) -> str:
         """A version of MODEL for `commit`, trained by a run of `experiment` from `run_commit`
         (default: `commit`), gated `gate` against champion `against`."""
@@ -94,12 +95,12 @@ class Project:
                 name="model", python_model=_echo_model(), pip_requirements=[]
             )
         tags = {"git_sha": commit, "gate.status": gate, "gate.champion_version": against or "none"}
-        return str(mlflow.register_model(info.model_uri, MODEL, tags=tags).version)
+        return str(mlflow.register_model(info.model_uri, model, tags=tags).version)
 
-    def champion(self) -> str | None:
+    def champion(self, model: str = MODEL) -> str | None:
         from ml.registry import CHAMPION, alias_version
 
-        found = alias_version(self.client, MODEL, CHAMPION)
+        found = alias_version(self.client, model, CHAMPION)
         return str(found.version) if found else None
 
 
@@ -133,3 +134,30 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
 def serving() -> Iterator[FakeServe]:
     with FakeServe(token=TOKEN) as fake:
         yield fake
+
+
+# Three declared models (models.yaml), each its own params file and registered model; all three
+# are text models here, since what is tested is the choice and the rollback, not the task.
+MODELS = ("alpha", "beta", "gamma")
+
+
+@pytest.fixture
+def models_project(project: Project) -> Project:
+    """`project` with models.yaml declaring MODELS: alpha reads params.yaml (the default) and
+    registers as MODEL, beta and gamma have configs/NAME.yaml and register as NAME."""
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    (project.root / "configs").mkdir()
+    entries = {"alpha": {"params": "params.yaml"}}
+    for name in MODELS[1:]:
+        params["mlflow"]["registered_model"] = name
+        (project.root / "configs" / f"{name}.yaml").write_text(yaml.safe_dump(params))
+        entries[name] = {"params": f"configs/{name}.yaml"}
+    (project.root / "models.yaml").write_text(
+        yaml.safe_dump({"default": "alpha", "models": entries}, sort_keys=False)
+    )
+    return project
+
+
+def registered(name: str) -> str:
+    """The registered model of declared model `name` in models_project."""
+    return MODEL if name == "alpha" else name

@@ -15,18 +15,16 @@ failed first release (no champion before), delete the Serve app and the alias.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ml.config import Settings
+from ml.release.smoke import smoke_test
 from ml.release_checks import (
     ReleaseError,
     check_gate,
@@ -36,15 +34,16 @@ from ml.release_checks import (
     find_version_for_commit,
 )
 
-__all__ = ["ReleaseError", "ReleaseResult", "Terminated", "release", "smoke_test"]
-
-# What `smoke_test` sends when no request is given: a text model's smoke input. A release
-# sends its task's instead (`task.smoke_request`, bound in `release`).
-SMOKE_TEXTS = [
-    "Transformers for text classification: fine-tuning BERT on a small labelled set.",
-    "Real-time object detection in video streams with a convolutional network.",
+__all__ = [
+    "Plan",
+    "ReleaseError",
+    "ReleaseResult",
+    "Terminated",
+    "execute",
+    "prepare",
+    "release",
+    "smoke_test",
 ]
-SmokeRequest = tuple[bytes, str]  # (body, content type)
 
 
 class Terminated(BaseException):
@@ -137,98 +136,6 @@ def _exit_code(exc: BaseException) -> int:
     return 130 if isinstance(exc, KeyboardInterrupt) else 1
 
 
-# ---- the live endpoint -------------------------------------------------------------------------
-
-
-def _request(
-    method: str, url: str, token: str | None, payload: Any = None
-) -> urllib.request.Request:
-    """`payload`: a JSON value, or a (body, content type) smoke request."""
-    content_type = "application/json"
-    if isinstance(payload, tuple):
-        data, content_type = payload
-    else:
-        data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Content-Type", content_type)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    return request
-
-
-def _http(method: str, url: str, token: str | None, payload: Any = None) -> Any:
-    try:
-        with urllib.request.urlopen(_request(method, url, token, payload), timeout=30) as answer:
-            return json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read()[:300].decode(errors="replace")
-        raise ReleaseError(
-            f"smoke test: {method} {url} answered HTTP {exc.code}: {detail}"
-        ) from exc
-    except (urllib.error.URLError, TimeoutError, ValueError) as exc:
-        raise ReleaseError(f"smoke test: {method} {url} failed: {exc}") from exc
-
-
-def _status_without_token(url: str, request: SmokeRequest) -> int:
-    try:
-        with urllib.request.urlopen(_request("POST", url, None, request), timeout=30) as answer:
-            return answer.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (urllib.error.URLError, TimeoutError) as exc:
-        raise ReleaseError(f"smoke test: POST {url} without a token failed: {exc}") from exc
-
-
-def check_auth(url: str, token: str | None, request: SmokeRequest | None = None) -> str:
-    """With a token configured, a request without it must get 401 (serving fails closed)."""
-    if not token:
-        return "skipped: serving auth is off (serve.auth: false), so there is no token to enforce"
-    status = _status_without_token(f"{url}/predict", request or _text_smoke())
-    if status != 401:
-        raise ReleaseError(
-            f"smoke test: POST {url}/predict without the bearer token answered HTTP {status}, "
-            "expected 401; the endpoint does not enforce its token"
-        )
-    return "a request without the token got 401"
-
-
-def _text_smoke() -> SmokeRequest:
-    return json.dumps({"texts": SMOKE_TEXTS}).encode(), "application/json"
-
-
-def _item_count(request: SmokeRequest) -> int:
-    """How many predictions the smoke request asks for: the length of a JSON batch, else 1."""
-    body, content_type = request
-    payload = json.loads(body) if "json" in content_type else None
-    if isinstance(payload, dict) and len(payload) == 1:
-        (value,) = payload.values()
-        if isinstance(value, list):
-            return len(value)
-    return 1
-
-
-def smoke_test(
-    url: str, expected_version: str, token: str | None, request: SmokeRequest | None = None
-) -> dict[str, Any]:
-    """The live endpoint is healthy, refuses requests without its token, serves
-    `expected_version`, and predicts known labels for `request` (the task's smoke request;
-    default: two texts)."""
-    request = request or _text_smoke()
-    health = _http("GET", f"{url}/healthz", token)
-    auth = check_auth(url, token, request)
-    model = _http("GET", f"{url}/model", token)
-    if str(model.get("version")) != str(expected_version):
-        raise ReleaseError(
-            f"smoke test: endpoint serves version {model.get('version')}, expected "
-            f"{expected_version}"
-        )
-    answer = _http("POST", f"{url}/predict", token, request)
-    labels = [p["label"] for p in answer.get("predictions", [])]
-    if len(labels) != _item_count(request) or not set(labels) <= set(model.get("labels", [])):
-        raise ReleaseError(f"smoke test: bad predictions {answer}")
-    return {"healthz": health, "auth": auth, "version": model["version"], "labels": labels}
-
-
 def deploy_version(settings: Settings, version: str) -> str:
     """Deploy the app pinned to one registered version (Serve upgrades replicas in place)."""
     from ml.serve.app import start_local
@@ -260,8 +167,11 @@ def serving_token(settings: Settings) -> str | None:
     return os.environ[settings.serve.auth_token_env.strip()].strip()
 
 
-def endpoint_url(settings: Settings, deployed_url: str) -> str:
-    return (os.environ.get("ML_SERVE_URL") or deployed_url).rstrip("/")
+def endpoint_url(settings: Settings, deployed_url: str, route: str = "") -> str:
+    """Where the smoke test reaches the app: $ML_SERVE_URL (the cluster's endpoint) plus its
+    route, else the URL the deploy returned (which includes the route)."""
+    base = os.environ.get("ML_SERVE_URL")
+    return (base.rstrip("/") + route if base else deployed_url).rstrip("/")
 
 
 # ---- release and restore -----------------------------------------------------------------------
@@ -281,11 +191,13 @@ class Plan:
     teardown: Callable[[Settings], None]
     settle_s: float
     force: bool  # --allow-downgrade: promote past the gate's champion check (recorded)
+    route: str = ""  # the application's route prefix under $ML_SERVE_URL ("/NAME"; "": its root)
+    source_commit: str = ""
 
     def go_live(self, version: str) -> tuple[str, dict[str, Any]]:
         with sigterm_kept():
             deployed = self.deploy(self.settings, version)
-        url = endpoint_url(self.settings, deployed)
+        url = endpoint_url(self.settings, deployed, self.route)
         time.sleep(self.settle_s)
         return url, self.smoke(url, version, self.token)
 
@@ -329,9 +241,28 @@ def _release(
     main_ref: str | None,
     teardown: Callable[[Settings], None],
 ) -> ReleaseResult:
+    commit = check_on_main(settings.root, commit, main_ref)  # git only: before any registry call
+    plan = prepare(settings, tag, commit, deploy, smoke, teardown,
+                   settle_s=settle_s, allow_downgrade=allow_downgrade)  # fmt: skip
+    return execute(plan)
+
+
+def prepare(
+    settings: Settings,
+    tag: str,
+    commit: str,
+    deploy: Callable[[Settings, str], str],
+    smoke: Callable[[str, str, str | None], dict[str, Any]],
+    teardown: Callable[[Settings], None],
+    *,
+    settle_s: float = 0.0,
+    allow_downgrade: bool = False,
+    route: str = "",
+) -> Plan:
+    """Every check of one model's release of `commit` (already checked to be on main), with
+    nothing moved yet; the Plan says what `execute` does."""
     from ml.registry import CHAMPION, alias_version, client
 
-    commit = check_on_main(settings.root, commit, main_ref)  # git only: before any registry call
     registry = client(settings)
     target = find_version_for_commit(settings, registry, commit)
     source_commit = check_provenance(settings, registry, target, commit)
@@ -339,15 +270,21 @@ def _release(
     previous = str(current.version) if current else None
     check_order(str(target.version), previous, allow_downgrade)
     check_gate(target, previous, allow_downgrade)
-    plan = Plan(settings, tag, str(target.version), previous, serving_token(settings),
-                deploy, smoke, teardown, settle_s, allow_downgrade)  # fmt: skip
+    return Plan(settings, tag, str(target.version), previous, serving_token(settings),
+                deploy, smoke, teardown, settle_s, allow_downgrade, route,
+                source_commit)  # fmt: skip
+
+
+def execute(plan: Plan) -> ReleaseResult:
+    """Deploy, smoke-test, promote; on any failure or interruption restore what `plan.previous`
+    was (the ReleaseError says what happened)."""
     try:
         url, checks = plan.go_live(plan.version)
-        if previous != plan.version:
+        if plan.previous != plan.version:
             _promote(plan)
     except BaseException as exc:  # Terminated, KeyboardInterrupt, SystemExit too
         raise _restore(plan, exc) from exc
-    return ReleaseResult(tag, plan.version, previous, url, checks, source_commit)
+    return ReleaseResult(plan.tag, plan.version, plan.previous, url, checks, plan.source_commit)
 
 
 def _promote(plan: Plan) -> None:
