@@ -8,36 +8,21 @@ from typing import Annotated
 
 import typer
 
-from ml.cli.common import params_file, run_stage, settings
-
-
-def _declared_model(params: Path | None) -> tuple[str | None, bool]:
-    """(the declared model whose params file `params` is, whether models.yaml declares models
-    here). An ad-hoc params file (or no models.yaml) is released alone, as the file says."""
-    from ml.models import ModelsError, load_models, repo_path
-
-    try:
-        catalog = load_models()
-    except ModelsError:
-        return None, False
-    if params is None:
-        return None, True
-    wanted = repo_path(os.path.relpath(Path(params).resolve(), Path.cwd()))
-    return next((m.name for m in catalog.models if m.params == wanted), None), True
+from ml.cli.common import output_model, params_file, run_stage, settings
 
 
 def _scope(models: str | None) -> tuple[bool, list[str] | None]:
-    """(release several models, which: None for all) from --models, --model/--params and
-    $ML_PARAMS."""
+    """(release several models, which: None for all): --models; else --model NAME; else every
+    declared model, unless --params or $ML_PARAMS names a file (released alone, as it says)."""
     from ml.config.settings import PARAMS_ENV
+    from ml.models import MODELS_FILE
 
-    chosen = params_file() or os.environ.get(PARAMS_ENV) or None
-    name, declared = _declared_model(Path(chosen) if chosen else None)
     if models is not None:
-        return True, [n.strip() for n in models.split(",") if n.strip()]
-    if chosen is None:
-        return declared, None
-    return name is not None, [name] if name else None
+        return True, [name.strip() for name in models.split(",") if name.strip()]
+    if params_file() is None and not os.environ.get(PARAMS_ENV):
+        return Path(MODELS_FILE).is_file(), None
+    name = output_model()
+    return (True, [name]) if name else (False, None)
 
 
 def release(
@@ -67,7 +52,7 @@ def release(
     /NAME, smoke-test it over HTTP ($ML_SERVE_URL/NAME or serve.host/port), then move its
     `champion`; the other models keep their champion (redeployed and smoke-tested). A model
     whose release fails is rolled back alone (docs/runbooks/rollback.md) and the command
-    fails. An ad-hoc --params file releases that one model at its own serve.route_prefix."""
+    fails. A --params file (or $ML_PARAMS) releases that one model at its serve.route_prefix."""
     several, names = _scope(models)
     if not several:
         _release_one(tag, commit, allow_downgrade, main_ref)

@@ -156,19 +156,22 @@ def test_an_interruption_rolls_back_the_model_in_progress_and_reaches_no_other(
     assert (b1, g1) == ("1", "1")
 
 
-def test_the_cli_releases_every_model_unless_an_ad_hoc_params_file_is_named(
+def test_the_cli_releases_every_model_unless_a_params_file_is_named(
     models_project, monkeypatch, tmp_path
 ):
-    """`ml release` scope: no --model/--params/$ML_PARAMS -> every declared model; a declared
-    model's params file (--model NAME) -> that model; an ad-hoc file -> it alone, as before."""
+    """`ml release` scope: no --model/--params/$ML_PARAMS -> every declared model; --model NAME
+    -> that model; a params file (--params, $ML_PARAMS) -> it alone, as before."""
     from ml.cli import common
     from ml.cli.release import _scope
 
     assert _scope(None) == (True, None)
     assert _scope("beta, gamma") == (True, ["beta", "gamma"])
-    monkeypatch.setattr(common, "_state", {"params": models_project.root / "configs/beta.yaml"})
+    beta = models_project.root / "configs/beta.yaml"
+    monkeypatch.setattr(common, "_state", {"params": beta, "model": "beta"})  # --model beta
     assert _scope(None) == (True, ["beta"])
-    common._state["params"] = None
+    common._state.update(model=None)  # --params configs/beta.yaml: that file, as it says
+    assert _scope(None) == (False, None)
+    common._state.update(params=None)
     ad_hoc = tmp_path / "ad-hoc.yaml"
     ad_hoc.write_text((models_project.root / "params.yaml").read_text())
     monkeypatch.setenv("ML_PARAMS", str(ad_hoc))
