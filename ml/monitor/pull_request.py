@@ -1,12 +1,14 @@
 """The pull request that `ml retrain` opens: the new data version on its own branch, pushed to
 the git remote, and a PR opened through GitHub's REST API.
 
-1. DVC: the stages `ml retrain` ran in-process (ingest .. evaluate) are committed to dvc.lock
-   and their outputs plus the run cache are pushed (`dvc push --run-cache`) to the trusted
+1. DVC: the stages `ml retrain` ran in-process (ingest .. evaluate; STAGE@MODEL where
+   dvc.yaml runs every declared model, so only that model's entries change) are committed to
+   dvc.lock and their outputs plus the run cache are pushed (`dvc push --run-cache`) to the trusted
    remote, so the PR's own `dvc repro --pull` restores the retrained model instead of training.
 2. git: one commit holding the changed dvc.lock on top of HEAD, built in a private index (the
-   checked-out branch and its index are left alone), pushed to `retrain/<data>-<params>`: a
-   name derived from the data and params hashes, so the same data and params map to one branch.
+   checked-out branch and its index are left alone), pushed to `retrain/<model>-<data>-<params>`:
+   a name derived from the model and the data and params hashes, so the same data and params of
+   one model map to one branch (and each drifted model gets its own PR).
 3. GitHub: `POST /repos/{owner}/{repo}/pulls`. The token comes from $ML_RETRAIN_GITHUB_TOKEN (a
    GitHub App installation token: a PR opened with the job's GITHUB_TOKEN would not trigger
    pr.yml). It reaches git through environment-scoped config (GIT_CONFIG_COUNT), never the
@@ -28,6 +30,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +70,7 @@ class PullRequestOutcome:
     message: str
 
 
-def target_from_env(default_base: str, environ: dict[str, str] | None = None):
+def target_from_env(default_base: str, environ: Mapping[str, str] | None = None):
     """The GitHub repository to open the PR in, or None when no token is set (then `ml retrain`
     writes only the PR body). A token without a repository is a configuration error."""
     env = os.environ if environ is None else environ
@@ -89,8 +92,11 @@ def target_from_env(default_base: str, environ: dict[str, str] | None = None):
     )
 
 
-def branch_name(data_sha: str, params_sha: str) -> str:
-    return f"retrain/{data_sha[:12]}-{params_sha[:12]}"
+def branch_name(data_sha: str, params_sha: str, model: str | None = None) -> str:
+    """One branch per model, data and params (the model's name first, so each drifted model's
+    PR is told apart at a glance)."""
+    prefix = f"{model}-" if model else ""
+    return f"retrain/{prefix}{data_sha[:12]}-{params_sha[:12]}"
 
 
 # --- GitHub's REST API ------------------------------------------------------------------------
@@ -218,12 +224,29 @@ def push_branch(root: Path, target: GitHubTarget, commit: str, branch: str) -> N
 # --- DVC --------------------------------------------------------------------------------------
 
 
+def _stage(repo: Any, name: str, model: str | None) -> Any:
+    """The stage `name` of `model`: NAME@MODEL where dvc.yaml runs every model (`foreach`),
+    else the one stage of that name (a one-model pipeline)."""
+    stages = repo.stage.collect(name)
+    if len(stages) == 1:
+        return stages[0]
+    wanted = f"{name}@{model}"
+    for stage in stages:
+        if stage.name == wanted:
+            return stage
+    raise RetrainError(
+        f"dvc.yaml has no stage {wanted}: its {name} stages are "
+        f"{sorted(s.name for s in stages)}; is model {model!r} in models.yaml?"
+    )
+
+
 def record_data_version(
-    root: Path, train_is_reproducible: bool, trained_here: bool = True
+    root: Path, train_is_reproducible: bool, trained_here: bool = True, model: str | None = None
 ) -> list[str]:
     """Commit the stages `ml retrain` ran to dvc.lock (and, where the outputs are what the
-    stage's command produces, to the run cache). Without `trained_here` (a registered version
-    was reused) only the data stages: a model left in the workspace may be from other data; the
+    stage's command produces, to the run cache): `model`'s stages only, so the PR changes that
+    model's entries and no other model's. Without `trained_here` (a registered version was
+    reused) only the data stages: a model left in the workspace may be from other data; the
     PR run trains. Stops at the first stage whose outputs are missing. Returns those committed."""
     from dvc.repo import Repo
 
@@ -231,7 +254,7 @@ def record_data_version(
     # DVC's stage code resolves paths against the cwd (its CLI changes into the repo first).
     with contextlib.chdir(root), Repo(".") as repo, repo.lock:
         for name in STAGES if trained_here else DATA_STAGES:
-            (stage,) = repo.stage.collect(name)
+            stage = _stage(repo, name, model)
             if not all(out.exists for out in stage.outs):
                 break
             run_cache = name not in NO_RUN_CACHE and (
@@ -240,7 +263,7 @@ def record_data_version(
             stage.save(run_cache=run_cache)
             stage.commit()
             stage.dvcfile.dump_stages([stage], update_pipeline=False)
-            committed.append(name)
+            committed.append(stage.name)
     if not committed:
         raise RetrainError(
             f"none of the stages {', '.join(STAGES)} has its outputs in {root}: nothing to "
@@ -283,6 +306,7 @@ def propose(
     body: str,
     train_is_reproducible: bool,
     trained_here: bool = True,
+    model: str | None = None,
 ) -> PullRequestOutcome:
     """Open the retrain PR once per branch; see the module doc."""
     open_pulls = find_pulls(target, branch, "open")
@@ -305,7 +329,7 @@ def propose(
             )
         commit = pushed  # pushed by an earlier run whose PR call failed: open it now
     else:
-        stages = record_data_version(root, train_is_reproducible, trained_here)
+        stages = record_data_version(root, train_is_reproducible, trained_here, model)
         push_data_version(root, stages)
         commit = commit_paths(root, COMMITTED_PATHS, f"{title}\n\n{_commit_note(stages)}")
         if commit is None:

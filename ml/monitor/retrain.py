@@ -11,7 +11,7 @@ decision is reused when it has one). A second run on unchanged data creates no n
 
 Opening a pull request (ml/monitor/pull_request.py): with $ML_RETRAIN_GITHUB_TOKEN set (a GitHub
 App installation token) and GITHUB_REPOSITORY, the new data version (dvc.lock) is committed to
-the branch `retrain/<data sha>-<params sha>`, its outputs and run cache are pushed to the
+the branch `retrain/<model>-<data sha>-<params sha>`, its outputs and run cache are pushed to the
 trusted DVC remote, the branch is pushed to the git remote and the PR is opened through GitHub's
 REST API with the drift and gate report (`monitor.pr_body`) as its body. Once per data and
 params: an open (or closed) PR from that branch is reported, not opened again. Without the token
@@ -25,6 +25,7 @@ import io
 import json
 import os
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,10 +220,14 @@ def drift_summary_for(settings: Settings) -> dict[str, Any] | None:
     except json.JSONDecodeError as exc:
         raise RetrainError(
             f"${DRIFT_ENV} is not JSON ({exc}): pass the `decision` output of `ml monitor "
-            "drift`, or unset it"
+            "drift` (or the `decisions` output of `ml monitor drift --all`), or unset it"
         ) from exc
     if not isinstance(summary, dict):
         raise RetrainError(f"${DRIFT_ENV} must be a JSON object with verdict and reasons")
+    if "verdict" not in summary:  # `decisions` of `ml monitor drift --all`: one per model
+        summary = summary.get(settings.model_name or "")
+        if summary is not None and not isinstance(summary, dict):
+            raise RetrainError(f"${DRIFT_ENV}[{settings.model_name!r}] must be a JSON object")
     return summary
 
 
@@ -303,12 +308,16 @@ def _model_for(
     return version, True, gate_passed, reasons, gate_doc
 
 
-def retrain(settings: Settings, max_rows: int | None = None) -> RetrainResult:
-    """Run the continuous-training path once; see the module doc."""
+def retrain(
+    settings: Settings, max_rows: int | None = None, environ: Mapping[str, str] | None = None
+) -> RetrainResult:
+    """Run the continuous-training path once; see the module doc. `environ` (default
+    os.environ) holds the GitHub token and repository the pull request is opened with."""
     from ml.monitor.pull_request import TOKEN_ENV, branch_name, propose, target_from_env
     from ml.registry import data_checksum, params_hash, promote
 
-    target = target_from_env(settings.report.base_rev)  # a bad token setup fails before training
+    # A bad token setup fails before training.
+    target = target_from_env(settings.report.base_rev, environ)
     drift_summary = drift_summary_for(settings)  # so does a bad $ML_RETRAIN_DRIFT
     # Held in `target` for git and the API calls only: Ray's workers, DVC and the training code
     # started from here do not inherit it.
@@ -333,11 +342,20 @@ def retrain(settings: Settings, max_rows: int | None = None) -> RetrainResult:
         promote(settings, version, "auto-promotion by `ml retrain` (monitor.auto_promote: true)")
         message = f"promoted v{version} to champion (monitor.auto_promote)"
     elif action == "pr_opened" and target is not None:
-        branch = branch_name(data_sha, params_sha)
+        branch = branch_name(data_sha, params_sha, settings.model_name)
         title = f"Retrain {settings.mlflow.registered_model}: v{version} on data {data_sha[:12]}"
         # A model trained on capped rows is not what `ml train` makes from these params: it
         # goes in dvc.lock for this PR, never into the run cache others restore.
-        outcome = propose(settings.root, target, branch, title, body, max_rows is None, created)
+        outcome = propose(
+            settings.root,
+            target,
+            branch,
+            title,
+            body,
+            max_rows is None,
+            created,
+            model=settings.model_name,
+        )
         pr_url, message = outcome.url, outcome.message
         action = "pr_opened" if outcome.created else "pr_exists" if pr_url else "none"
         steps.append(f"branch {branch}" + (f" at {outcome.commit[:12]}" if outcome.commit else ""))

@@ -21,6 +21,7 @@ from ml.monitor.pull_request import (
     GitHubTarget,
     branch_name,
     propose,
+    record_data_version,
     remote_branch,
     target_from_env,
 )
@@ -243,6 +244,43 @@ def test_branch_name_is_the_data_and_params() -> None:
     assert branch_name("0123456789abcdef" * 4, "fedcba9876543210" * 4) == (
         "retrain/0123456789ab-fedcba987654"
     )
+    # One branch, hence one PR, per model: the same data under two models is two proposals.
+    assert branch_name("0" * 64, "f" * 64, "fashion-mnist") == (
+        "retrain/fashion-mnist-000000000000-ffffffffffff"
+    )
+
+
+def test_one_models_retrain_records_only_its_own_stages(tmp_path: Path) -> None:
+    """dvc.yaml runs every declared model (`foreach`, STAGE@NAME): retraining b commits b's
+    entries of dvc.lock; a's stay as main has them, though a's workspace changed too."""
+    root = tmp_path / "checkout"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    dvc(root, "init", "-q")
+    stages = {
+        name: {"foreach": ["a", "b"], "do": {"cmd": f"test -e {name}/${{item}}",
+                                            "outs": [f"{name}/${{item}}"]}}
+        for name in STAGES
+    }  # fmt: skip
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+
+    def outputs(version: str) -> None:
+        for name in STAGES:
+            (root / name).mkdir(exist_ok=True)
+            for model in ("a", "b"):
+                (root / name / model).write_text(f"{name} {model} {version}\n")
+
+    outputs("v1")
+    dvc(root, "commit", "-f", "-q")
+    main_lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    outputs("v2")
+    assert record_data_version(root, True, model="b") == [f"{s}@b" for s in STAGES]
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    for name in STAGES:
+        assert lock[f"{name}@a"] == main_lock[f"{name}@a"], name
+        assert lock[f"{name}@b"] != main_lock[f"{name}@b"], name
+    with pytest.raises(RetrainError, match="no stage ingest@c"):
+        record_data_version(root, True, model="c")
 
 
 def test_a_reused_version_proposes_only_the_data_stages(checkout: Path) -> None:
