@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -54,6 +55,41 @@ def _mlflow_uri_stays_in_its_test():
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A shell's background job (`make test &`, a script's `cmd &`) starts with SIGINT ignored,
+    # and every `ml`, `ray` and `mlflow` child would inherit that: the Ctrl-C tests would pass
+    # or fail by how the suite was launched. Run as from a terminal; the serve tests start
+    # `ml serve` with SIGINT ignored on purpose, to cover that case.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_SIGINT_BEFORE = pytest.StashKey[object]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    item.stash[_SIGINT_BEFORE] = signal.getsignal(signal.SIGINT)
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    """A SIGINT handler a test (or a fixture torn down with it) leaves behind is inherited by
+    every later test's subprocesses: SIG_IGN there made the full suite's Ctrl-C tests of
+    `ml serve` and `ml train --submit` fail far from the cause. Put it back, and fail here."""
+    result = yield
+    before = item.stash.get(_SIGINT_BEFORE, None)
+    after = signal.getsignal(signal.SIGINT)
+    if before is not None and after is not before:
+        signal.signal(signal.SIGINT, before)
+        raise AssertionError(
+            f"{item.nodeid} (or a fixture torn down after it) left the SIGINT handler "
+            f"{after!r} (it was {before!r}); restore it where it is changed"
+        )
+    return result
 
 
 @pytest.fixture(scope="session")
