@@ -59,11 +59,16 @@ def invocations(program: str) -> list[tuple[str, list[str]]]:
 def check_ml_call(args: list[str]) -> None:
     command = get_command(app)
     path = ["ml"]
+    takes_value = False  # the previous token was an option that takes a value (--model NAME)
     for token in args:
-        if token.startswith("-"):
+        if takes_value:
+            takes_value = False
+        elif token.startswith("-"):
             option = token.split("=", 1)[0]
-            known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
-            assert option in known, f"`{' '.join(path)}` has no option {option} ({sorted(known)})"
+            params = {o: p for p in command.params for o in (*p.opts, *p.secondary_opts)}
+            assert option in params, f"`{' '.join(path)}` has no option {option} ({sorted(params)})"
+            param = params[option]
+            takes_value = "=" not in token and not (param.is_flag or param.count)
         elif hasattr(command, "commands"):  # a group (typer vendors its own click)
             if token in command.commands:
                 command = command.commands[token]
@@ -91,6 +96,10 @@ def test_the_checker_catches_mistakes():
         check_ml_call(["no-such-command"])
     with pytest.raises(AssertionError, match="no option --no-such-flag"):
         check_ml_call(["data", "validate", "--no-such-flag"])
+    # An option's value is not a command; what follows it still is.
+    check_ml_call(["--model", "$MODEL", "data", "validate"])
+    with pytest.raises(AssertionError, match="no command nonsense"):
+        check_ml_call(["--model", "$MODEL", "nonsense"])
 
 
 def test_make_targets_exist():
