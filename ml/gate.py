@@ -124,7 +124,7 @@ def _f1_check(comparison: Comparison, config: GateSettings) -> Check:
         return Check(
             "f1_weighted",
             True,
-            f"{head}: {f1.word}; fails only when the interval lies below "
+            f"{head}: {f1.word}; fails only if the whole interval lies below "
             f"-{config.f1_tolerance} (tolerance)",
         )
     return Check(

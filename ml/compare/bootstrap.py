@@ -17,7 +17,16 @@ import numpy as np
 BETTER = "better"
 WORSE = "worse"
 NO_DIFFERENCE = "no detectable difference"
-HEADLINE = ("f1_weighted", "accuracy", "f1_macro")
+# The headline metrics with an interval (ECE has none: it is not a function of the counts).
+HEADLINE = (
+    "f1_weighted",
+    "accuracy",
+    "f1_macro",
+    "precision_weighted",
+    "recall_weighted",
+    "precision_macro",
+    "recall_macro",
+)
 # Bounds this close to zero are zero: identical predictions give exactly 0, sums give 1e-17.
 EPSILON = 1e-12
 # Resample weights held in memory at once (rows x resamples per block).
@@ -69,15 +78,22 @@ def _scores(weights: np.ndarray, columns: np.ndarray, k: int) -> dict[str, np.nd
     F1 of a class neither present nor predicted is 0, as sklearn's zero_division=0 makes it."""
     counts = weights @ columns
     true, predicted, tp = counts[:, :k], counts[:, k : 2 * k], counts[:, 2 * k :]
-    denominator = true + predicted
-    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+
+    def ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+        return np.divide(top, bottom, out=np.zeros_like(top), where=bottom > 0)
+
     total = true.sum(axis=1)
-    return {
-        "accuracy": tp.sum(axis=1) / total,
-        "f1_weighted": (f1 * true).sum(axis=1) / total,
-        "f1_macro": f1.mean(axis=1),
-        "class_f1": f1,
+    scores = {"accuracy": tp.sum(axis=1) / total}
+    per_class = {
+        "f1": ratio(2 * tp, true + predicted),
+        "precision": ratio(tp, predicted),
+        "recall": ratio(tp, true),
     }
+    for name, values in per_class.items():
+        scores[f"{name}_weighted"] = (values * true).sum(axis=1) / total
+        scores[f"{name}_macro"] = values.mean(axis=1)
+    scores["class_f1"] = per_class["f1"]
+    return scores
 
 
 def _weights(rng: np.random.Generator, rows: int, count: int) -> np.ndarray:

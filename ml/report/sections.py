@@ -8,6 +8,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ml.report.comparison import (
+    changes_section,
+    comparison_note,
+    interval_delta,
+    plain_delta,
+    verdict_clause,
+    word,
+)
+
 HEADLINE_ROWS = (
     ("accuracy", "Accuracy"),
     ("f1_weighted", "F1 (weighted)"),
@@ -50,6 +59,8 @@ def _num(value: Any, digits: int = 4) -> str:
 
 
 def _delta(new: Any, old: Any, lower_is_better: bool = False) -> str:
+    """A point difference coloured by its sign alone: only for a report without intervals
+    (ml/report/combined.py on a gate report that predates the paired comparison)."""
     if not isinstance(new, int | float) or not isinstance(old, int | float):
         return "—"
     diff = float(new) - float(old)
@@ -91,6 +102,7 @@ def _verdict(inputs: PrReportInputs) -> str:
     else:
         who = f"challenger v{version}"
     against = f"champion v{champion['version']}" if champion else "the floors (no champion yet)"
+    against += verdict_clause(gate) if champion else ""
     if gate.get("passed"):
         # A PR's model is evidence, never a release candidate: main trains the one it ships.
         after = (
@@ -107,21 +119,39 @@ def _headline_section(inputs: PrReportInputs) -> list[str]:
     challenger = _challenger(inputs)
     if challenger is None:
         return ["_No evaluation found: run `ml evaluate`._", ""]
-    champion = (inputs.gate or {}).get("champion")
+    gate = inputs.gate or {}
+    champion = gate.get("champion")
+    intervals = (gate.get("comparison") or {}).get("metrics")
     new = challenger["overall"]
-    if champion:
+    if champion and intervals:
+        old = champion["overall"]
+        level = f"{gate['comparison']['level']:.0%}"
+        header = ["Metric", "Challenger", "Champion", f"Δ [{level} interval]", "Verdict"]
+        rows = [
+            [label, _num(new.get(k)), _num(old.get(k)), *_compared(intervals.get(k), new, old, k)]
+            for k, label in HEADLINE_ROWS
+        ]
+    elif champion:
         old = champion["overall"]
         header = ["Metric", "Challenger", "Champion", "Δ"]
         rows = [
-            [label, _num(new.get(k)), _num(old.get(k)), _delta(new.get(k), old.get(k), k == "ece")]
+            [label, _num(new.get(k)), _num(old.get(k)), plain_delta(new.get(k), old.get(k))]
             for k, label in HEADLINE_ROWS
         ]
     else:
-        floors = ((inputs.gate or {}).get("thresholds") or {}).get("floors", {})
+        floors = (gate.get("thresholds") or {}).get("floors", {})
         header = ["Metric", "Challenger", "Floor (no champion yet)"]
         rows = [[label, _num(new.get(k)), _num(floors.get(k))] for k, label in HEADLINE_ROWS]
     rows.append(["Holdout rows", new.get("num_samples", "—"), *([""] * (len(header) - 2))])
-    return ["### Headline metrics", "", *_table(header, rows, None), ""]
+    note = comparison_note(gate) if inputs.gate else []
+    return ["### Headline metrics", "", *_table(header, rows, None), "", *note]
+
+
+def _compared(interval: dict[str, Any] | None, new: dict, old: dict, key: str) -> list[str]:
+    """[Δ with interval, word]; a metric without an interval (ECE) is shown, not judged."""
+    if interval is None:
+        return [plain_delta(new.get(key), old.get(key)), "no interval"]
+    return [interval_delta(interval), word(interval)]
 
 
 def _task_line(inputs: PrReportInputs) -> list[str]:
@@ -148,7 +178,12 @@ def _gate_section(inputs: PrReportInputs) -> list[str]:
             "",
             f"_Thresholds: weighted-F1 tolerance {thresholds.get('f1_tolerance')}, max class-F1 "
             f"drop {thresholds.get('max_class_f1_drop')}, behavioural pass rate "
-            f"{thresholds.get('min_behavioural_pass_rate')}._",
+            f"{thresholds.get('min_behavioural_pass_rate')}"
+            + (
+                "; each check fails only when the whole paired interval lies beyond its limit._"
+                if gate.get("comparison")
+                else "._"
+            ),
         ]
     return [*lines, ""]
 
@@ -159,9 +194,12 @@ def _per_class_section(inputs: PrReportInputs, cap: int | None) -> list[str]:
         return []
     champion = (inputs.gate or {}).get("champion") or {}
     old = champion.get("per_class", {})
+    intervals = ((inputs.gate or {}).get("comparison") or {}).get("per_class")
     header = ["Class", "Support", "Precision", "Recall", "F1"]
     if champion:
-        header += ["Champion F1", "Δ F1"]
+        header += (
+            ["Champion F1", "Δ F1 [interval]", "Verdict"] if intervals else ["Champion F1", "Δ F1"]
+        )
     rows = []
     for label, row in challenger["per_class"].items():
         cells = [
@@ -173,7 +211,12 @@ def _per_class_section(inputs: PrReportInputs, cap: int | None) -> list[str]:
         ]
         if champion:
             before = old.get(label, {}).get("f1")
-            cells += [_num(before), _delta(row["f1"], before)]
+            interval = (intervals or {}).get(label)
+            if intervals:
+                cells += [_num(before), *_compared(interval, row, old.get(label, {}), "f1")]
+            else:
+                cells.append(_num(before))
+                cells.append(plain_delta(row["f1"], before))
         rows.append(cells)
     table = _table(header, rows, cap)
     chart = _chart(challenger, champion)
@@ -224,7 +267,7 @@ def _slices_section(inputs: PrReportInputs, cap: int | None) -> list[str]:
         ]
         if old is not None:
             before = (old.get(name) or {}).get("f1_weighted")
-            cells += [_num(before), _delta(row["f1_weighted"], before)]
+            cells += [_num(before), plain_delta(row["f1_weighted"], before)]
         rows.append(cells)
     return ["### Slices", "", *_table(header, rows, cap), ""]
 
@@ -373,6 +416,7 @@ def body(inputs: PrReportInputs, cap: int | None) -> list[str]:
         *_headline_section(inputs),
         *_gate_section(inputs),
         *_per_class_section(inputs, cap),
+        *changes_section(inputs.gate, cap),
         *_slices_section(inputs, cap),
         *_confusion_section(inputs),
         *_calibration_section(inputs),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 from ml.compare import (
     BETTER,
@@ -37,6 +37,11 @@ def test_point_differences_are_sklearns_metrics():
         "f1_weighted": f1_score(y, new, average="weighted") - f1_score(y, old, average="weighted"),
         "f1_macro": f1_score(y, new, average="macro") - f1_score(y, old, average="macro"),
     }
+    for name, score in (("precision", precision_score), ("recall", recall_score)):
+        for average in ("weighted", "macro"):
+            expected[f"{name}_{average}"] = score(y, new, average=average) - score(
+                y, old, average=average
+            )
     for metric, diff in expected.items():
         assert headline[metric].diff == pytest.approx(diff, abs=1e-12)
         assert headline[metric].low <= headline[metric].diff <= headline[metric].high
@@ -152,7 +157,7 @@ def test_compare_reports_everything_the_gate_writes():
         resamples=300,
     )
     data = result.to_dict()
-    assert set(data["metrics"]) == {"f1_weighted", "accuracy", "f1_macro"}
+    assert {"f1_weighted", "accuracy", "f1_macro", "recall_macro"} <= set(data["metrics"])
     assert set(data["per_class"]) == set(LABELS)
     counts = data["flips"]["counts"]
     assert (counts["fixed"], counts["broken"]) == (result.fixed, result.broken)

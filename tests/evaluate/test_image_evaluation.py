@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from ml.compare import compare
 from ml.config import ConfigError, Settings, SliceSettings, load_settings
 from ml.evaluate.evaluate import evaluate_predictor, not_applicable
 from ml.evaluate.metrics import classification_metrics
@@ -154,8 +155,8 @@ def test_image_evaluation_scores_names_and_slices(evaluated, holdout):
     ]
 
 
-def test_the_gate_skips_behavioural_checks_the_task_has_not(evaluated):
-    result, _ = evaluated
+def test_the_gate_skips_behavioural_checks_the_task_has_not(evaluated, holdout):
+    result, predictions = evaluated
     settings = image_settings()
     floors = settings.gate.model_copy(update={"floors": {"accuracy": 0.5}})
     decision = decide(result, None, True, floors)
@@ -165,7 +166,18 @@ def test_the_gate_skips_behavioural_checks_the_task_has_not(evaluated):
     too_high = settings.gate.model_copy(update={"floors": {"accuracy": 0.99}})
     assert not decide(result, None, True, too_high).passed
     # Compared with itself (a champion on the same holdout) it passes: nothing task-specific.
-    assert decide(result, result, True, settings.gate).passed
+    rows = {"predicted": predictions["predicted"], "confidence": predictions["confidence"]}
+    itself = compare(
+        predictions["label"].tolist(),
+        rows,
+        rows,
+        list(result["per_class"]),
+        list(holdout.ids),
+        get_task("image-classification").prediction_columns(holdout),
+        resamples=200,
+    )
+    assert decide(result, result, True, settings.gate, itself).passed
+    assert itself.flips["disagree"] == 0 and itself.mdd["basis"] == "independent errors"
 
 
 def image_report(evaluation: dict) -> PrReportInputs:

@@ -12,6 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from ml.compare import compare
+from ml.compare.compare import holdout_mdd
+from ml.config import GateSettings
+from ml.evaluate.metrics import classification_metrics
+from ml.gate import decide
 from ml.report.pr import GITHUB_COMMENT_LIMIT, MARKER, PrReportInputs, render
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -79,6 +84,7 @@ def evaluation(f1: list[float], version: str, accuracy: float, behavioural_faile
             "passed": 2 - behavioural_failed,
             "failed": behavioural_failed,
             "skipped": 0,
+            "pass_rate": (2 - behavioural_failed) / 2,
             "cases": cases,
         },
     }
@@ -129,71 +135,102 @@ def base_inputs() -> PrReportInputs:
     )
 
 
-def champion_present() -> PrReportInputs:
+# The holdout behind the gate scenarios: 191 rows with the class counts above; the champion is
+# wrong on every 7th row (the next label), and each scenario changes rows of it on purpose.
+SUPPORT = (71, 16, 78, 26)
+TRUTH = [label for label, count in zip(LABELS, SUPPORT, strict=True) for _ in range(count)]
+TEXTS = [
+    f"Paper {i}: {label} methods | tables, and a {'long ' * (i % 30)}abstract"
+    for i, label in enumerate(TRUTH)
+]
+CHAMPION_WRONG = [i for i in range(len(TRUTH)) if i % 7 == 0]
+
+
+def _wrong(label: str) -> str:
+    return LABELS[(LABELS.index(label) + 1) % len(LABELS)]
+
+
+def predictions(fix: int = 0, fix_rows=None, break_rows=()) -> tuple[list[str], list[str]]:
+    """(champion, challenger) predictions: the challenger fixes the first `fix` champion errors
+    (or `fix_rows`) and breaks `break_rows`."""
+    champion = [_wrong(t) if i in CHAMPION_WRONG else t for i, t in enumerate(TRUTH)]
+    challenger = list(champion)
+    for i in CHAMPION_WRONG[:fix] if fix_rows is None else fix_rows:
+        challenger[i] = TRUTH[i]
+    for i in break_rows:
+        challenger[i] = _wrong(TRUTH[i])
+    return champion, challenger
+
+
+def scored(pred: list[str], version: str, behavioural_failed: int = 0) -> dict:
+    """An evaluation as evaluate_predictor writes it, from real metrics on the rows."""
+    confidence = [0.9 if p == t else 0.55 for p, t in zip(pred, TRUTH, strict=True)]
+    metrics = classification_metrics(TRUTH, pred, confidence, LABELS)
+    return {**evaluation([0.9] * 4, version, 0.9, behavioural_failed), **metrics}
+
+
+def gate_inputs(champion_pred, challenger_pred, behavioural_failed=0, validation=True):
+    """The gate report for a pair of predictions: compare, decide and report as ml.gate does."""
+    config = GateSettings()
+    challenger = scored(challenger_pred, "3", behavioural_failed)
+    champion = scored(champion_pred, "2") if champion_pred else None
+    if champion_pred:
+        comparison = compare(
+            TRUTH,
+            {"predicted": champion_pred, "confidence": [0.8] * len(TRUTH)},
+            {"predicted": challenger_pred, "confidence": [0.7] * len(TRUTH)},
+            LABELS,
+            list(range(len(TRUTH))),
+            {"text": TEXTS},
+            resamples=config.bootstrap_resamples,
+            seed=config.bootstrap_seed,
+            examples=3,
+        )
+        mdd = comparison.mdd
+    else:
+        comparison = None
+        mdd = holdout_mdd(TRUTH, challenger_pred, LABELS, config.bootstrap_resamples, 0.95, 0)
+    decision = decide(challenger, champion, validation, config, comparison)
     inputs = base_inputs()
     inputs.gate = {
-        "verdict": "pass",
-        "passed": True,
-        "mode": "compare",
-        "reasons": [
-            "data validation passed",
-            "behavioural checks 2/2 passed (need 100%)",
-            "weighted F1 0.9480 vs champion 0.9330 (Δ +0.0150, tolerance 0.01)",
-            "no class F1 dropped more than 0.05",
-        ],
-        "checks": [
-            {"name": "data_validation", "passed": True, "detail": "data validation passed"},
-            {
-                "name": "f1_weighted",
-                "passed": True,
-                "detail": "weighted F1 0.9480 vs champion 0.9330 (Δ +0.0150, tolerance 0.01)",
-            },
-        ],
-        "thresholds": THRESHOLDS,
-        "challenger": evaluation([0.96, 0.85, 0.95, 0.88], "3", 0.95),
-        "champion": evaluation([0.95, 0.80, 0.94, 0.86], "2", 0.935),
+        "verdict": "pass" if decision.passed else "fail",
+        **decision.to_dict(),
+        "thresholds": config.model_dump(exclude={"report"}),
+        "challenger": challenger,
+        "champion": champion,
+        "comparison": comparison.to_dict() if comparison else None,
+        "mdd": mdd,
+        "holdout_rows": len(TRUTH),
     }
     return inputs
 
 
+def champion_present() -> PrReportInputs:
+    """Detectably better: 20 of the champion's 28 errors fixed, 2 rows broken."""
+    return gate_inputs(*predictions(fix=20, break_rows=(1, 2)))
+
+
+def no_detectable_difference() -> PrReportInputs:
+    """A seed change: 8 rows differ (5 fixed, 3 broken), as the issue found: passes, no word."""
+    return gate_inputs(*predictions(fix=5, break_rows=(1, 2, 3)))
+
+
+def detectably_worse() -> PrReportInputs:
+    """30 rows broken, 2 fixed: fails with the interval in the reason."""
+    return gate_inputs(*predictions(fix=2, break_rows=range(100, 190, 3)))
+
+
 def no_champion() -> PrReportInputs:
-    inputs = champion_present()
-    inputs.gate = {
-        **inputs.gate,
-        "mode": "floors",
-        "champion": None,
-        "checks": [
-            {"name": "floor.accuracy", "passed": True, "detail": "accuracy 0.9500 >= floor 0.8"}
-        ],
-    }
+    inputs = gate_inputs(None, predictions(fix=20)[1])
     inputs.params_diff, inputs.params_diff_error = None, "dvc params diff origin/main failed: x"
     return inputs
 
 
 def gate_fail() -> PrReportInputs:
-    inputs = champion_present()
-    gate = inputs.gate
-    gate["challenger"] = evaluation([0.96, 0.70, 0.95, 0.88], "3", 0.93, behavioural_failed=1)
-    gate.update(
-        passed=False,
-        verdict="fail",
-        reasons=[
-            "behavioural checks 1/2 passed (need 100%)",
-            "class F1 dropped more than 0.05: mlops 0.8000 -> 0.7000",
-        ],
+    """A behavioural case fails, data validation fails, and mlops (rows 71-86) drops."""
+    inputs = gate_inputs(
+        *predictions(fix=0, break_rows=range(72, 80)), behavioural_failed=1, validation=False
     )
-    gate["checks"] = [
-        {
-            "name": "behavioural",
-            "passed": False,
-            "detail": "behavioural checks 1/2 passed (need 100%)",
-        },
-        {
-            "name": "class_f1",
-            "passed": False,
-            "detail": "class F1 dropped more than 0.05: mlops 0.8000 -> 0.7000",
-        },
-    ]
     inputs.data_validation = {
         **inputs.data_validation,
         "passed": False,
@@ -209,7 +246,10 @@ def gate_fail() -> PrReportInputs:
     return inputs
 
 
-@pytest.mark.parametrize("scenario", [champion_present, no_champion, gate_fail])
+@pytest.mark.parametrize(
+    "scenario",
+    [champion_present, no_champion, gate_fail, no_detectable_difference, detectably_worse],
+)
 def test_report_matches_golden_file(scenario):
     body = render(scenario())
     golden = GOLDEN / f"pr_comment_{scenario.__name__}.md"
@@ -223,11 +263,67 @@ def test_report_essentials():
     body = render(gate_fail())
     assert body.startswith(MARKER)
     verdict = body.splitlines()[3]
-    assert verdict.startswith("❌ **Gate failed**") and "mlops 0.8000 -> 0.7000" in verdict
+    assert verdict.startswith("❌ **Gate failed**") and "mlops 0.6829 -> 0.4118" in verdict
     assert "```mermaid" in body and "xychart-beta" in body
     assert "the same text on several rows \\| twice" in body  # pipes escaped in tables
     no = render(no_champion())
     assert "Floor (no champion yet)" in no and "Unavailable: dvc params diff" in no
+    assert "Minimum detectable difference in weighted F1" in no and "What changed" not in no
+
+
+def test_an_equal_challenger_reads_no_detectable_difference_and_passes():
+    body = render(no_detectable_difference())
+    verdict = body.splitlines()[3]
+    assert verdict.startswith("✅ **Gate passed**")
+    assert "no detectable difference" in verdict and "[-0.0141, +0.0330]" in verdict
+    headline = body[body.index("### Headline metrics") : body.index("### Gate checks")]
+    assert "🟢" not in headline and "🔴" not in headline and "| better" not in headline
+    assert "McNemar's exact test p = 0.7266" in headline
+    assert "8 of 191 holdout rows changed: 5 fixed, 3 broken, 0 both wrong" in body
+
+
+def test_a_detectably_worse_challenger_fails_with_the_interval_in_the_reason():
+    body = render(detectably_worse())
+    verdict = body.splitlines()[3]
+    assert verdict.startswith("❌ **Gate failed**")
+    assert "95% interval [-0.1681, -0.0708]): detectably worse" in verdict
+    assert "| F1 (weighted) | 0.7440 | 0.8614 | -0.1174 [-0.1681, -0.0708] | 🔴 worse |" in body
+    better = render(champion_present())
+    assert "| F1 (weighted) | 0.9479 | 0.8614 | +0.0865 [+0.0455, +0.1294] | 🟢 better |" in better
+    assert "| ECE (lower is better) |" in better and "no interval |" in better
+
+
+def test_flips_show_the_inputs_and_both_predictions():
+    body = render(no_detectable_difference())
+    changed = body[body.index("### What changed") :]
+    assert (
+        "<summary>Fixed (champion wrong, challenger right): 5 row(s), first 3</summary>" in changed
+    )
+    assert (
+        "| 0 | Paper 0: computer-vision methods \\| tables, and a abstract | computer-vision |"
+        in changed
+    )
+    assert "mlops (0.80) | computer-vision (0.70) |" in changed
+
+
+def test_long_flip_lists_stay_under_the_comment_limit():
+    inputs = no_detectable_difference()
+    flips = inputs.gate["comparison"]["flips"]
+    example = {
+        "id": 1,
+        "input": "x" * 119 + "…",
+        "label": "mlops",
+        "champion": "other",
+        "champion_confidence": 0.9,
+        "challenger": "mlops",
+        "challenger_confidence": 0.8,
+    }
+    flips["examples"] = {kind: [example] * 5000 for kind in ("fixed", "broken", "both_wrong")}
+    flips["counts"] = dict.fromkeys(("fixed", "broken", "both_wrong"), 5000)
+    body = render(inputs)
+    assert len(body) <= GITHUB_COMMENT_LIMIT
+    assert "### What changed" in body and "more row(s) cut to fit the comment limit" in body
+    assert body.startswith(MARKER) and body.rstrip().endswith("</sub>")
 
 
 def test_report_stays_under_the_comment_limit():

@@ -181,16 +181,16 @@ def test_a_failed_model_comes_first_and_opened():
         f"✅ medical-abstracts ({TEXT}): gate passed",
     ]
     assert "1 of 3 affected model(s) did not pass the gate**: `tag-classifier` (failed)" in body
-    assert "| `tag-classifier` | text-classification | ❌ failed | 0.9280 | 0.9330 (v2) |" in body
+    assert "| `tag-classifier` | text-classification | ❌ failed | 0.8218 | 0.8614 (v2) |" in body
     # Each section holds its model's own report, without a second marker or title.
     assert body.count("## Model report") == 1
     assert body.count("### Headline metrics") == 3
-    assert "mlops 0.8000 -> 0.7000" in body
+    assert "mlops 0.6829 -> 0.4118" in body
 
 
 def test_no_champion_and_not_affected_are_said():
     body = no_champion_yet()
-    row = "| `medical-abstracts` | text-classification | ✅ passed | 0.9480 | no champion yet | — |"
+    row = "| `medical-abstracts` | text-classification | ✅ passed | 0.9581 | no champion yet | — |"
     assert row in body
     assert "_Not affected by this PR (not trained): `tag-classifier`, `fashion`._" in body
     assert "<details open>" not in body
@@ -311,7 +311,7 @@ def test_cli_combines_and_the_check_fails_on_a_failed_gate(tmp_path):
     bad = run_ml([*args, "--reports", f"tag={failing}", "--check"], cwd=tmp_path)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "gate failed for 1 model(s)" in bad.stderr
-    assert "tag: behavioural checks 1/2 passed" in bad.stdout
+    assert "tag: data validation failed; behavioural checks 1/2 passed" in bad.stdout
     # The comment is written before the check fails, so the workflow can still post it.
     assert summary_rows(output.read_text(encoding="utf-8")) == ["tag", "fashion"]
 
