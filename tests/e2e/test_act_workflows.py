@@ -1,24 +1,37 @@
-"""The real workflow files, run by act on this machine against a real two-node Ray cluster.
+"""The PR and main workflows, run by act on this machine against a real two-node Ray cluster.
 
 Only steps that need github.com are skipped under act (remote actions guarded by
 `if: !env.ACT`, checkout, and the comment API call in pr-comment.yml, which is not run here);
-every `make`, `dvc` and `ml` step runs. Order matters: main registers the version that the
-release then ships, and the refused and the broken releases must leave it live.
+the artifact actions run as stand-ins (harness.py); every `make`, `dvc` and `ml` step runs.
+Each PR is a branch off the act repository's main (harness.pull_request): the PR workflow
+trains the models it affects. The release runs are tests/e2e/test_release.py.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import ActRepo, git, pr_event, run_act, tag_event
+from ml.report.sticky import MARKER
+from tests.e2e.harness import (
+    ActRepo,
+    git,
+    pr_event,
+    pull_request,
+    run_act,
+    yaml_edit,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-MODEL = "tag-classifier"
+IMAGE_MODEL, IMAGE_PARAMS = "fashion-mnist", "configs/fashion-mnist.yaml"
+SHARED_CODE = "ml/train/loop.py"
+
+
+def add_comment(text: str) -> str:
+    return text + "\n# a change that changes nothing\n"
 
 
 def registry(repo: ActRepo):
@@ -27,129 +40,117 @@ def registry(repo: ActRepo):
     return MlflowClient(tracking_uri=repo.mlflow_uri)
 
 
-SERVE_TOKEN = "e2e-serve-token"
+def _matrix(log: str) -> list[str]:
+    """The model names the affected job handed to the matrix (its `models` output)."""
+    found = re.findall(r"\[pr/affected\s*\].*::set-output:: models=(\[.*\])", log)
+    assert len(found) == 1, log[-6000:]
+    return [row["name"] for row in json.loads(found[0])]
 
 
-def served_model(repo: ActRepo) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{repo.serve_port}/model",
-        headers={"Authorization": f"Bearer {SERVE_TOKEN}"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as r:
-        return json.loads(r.read())
+def _legs(log: str, job: str) -> set[str]:
+    """The act job names of one matrix job's legs that ran (train, or train-1, train-2...)."""
+    return set(re.findall(rf"\[pr/({job}(?:-\d+)?)\s*\] ⭐ Run Set up job", log))
 
 
-def production_secrets(repo: ActRepo) -> None:
-    """The release job's secrets, as the `production` environment holds them: act reads
-    ./.secrets by default. Serving fails closed, so without the token nothing deploys."""
-    (repo.root / ".secrets").write_text(f"ML_SERVE_TOKEN={SERVE_TOKEN}\n")
-
-
-def main_registers(repo: ActRepo, cluster) -> object:
-    """Run main.yml for HEAD, as the merge to main does: main trains (a PR's run cache is in
-    the PR-only remote) and registers the version a release tag on HEAD ships."""
-    sha = git(repo.root, "rev-parse", "HEAD")
-    event = {"ref": "refs/heads/main", "after": sha, "repository": {"full_name": "owner/ml"}}
-    result = run_act(repo, cluster, "push", "main.yml", event)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-6000:]
-    versions = registry(repo).search_model_versions(f"name='{MODEL}'")
-    mine = [v for v in versions if v.tags.get("git_sha") == sha]
-    assert mine and mine[-1].tags["gate.status"] == "passed", [v.tags for v in versions]
-    return max(mine, key=lambda v: int(v.version))
-
-
-def test_pr_workflow_trains_registers_and_writes_the_comment(act_repo, cluster):
-    result = run_act(act_repo, cluster, "pull_request", "pr.yml", pr_event(act_repo))
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-6000:]
-    for job in ("validate", "train"):
+def _succeeded(log: str, *jobs: str) -> None:
+    for job in jobs:
         assert re.search(rf"\[pr/{job}\s*\] 🏁  Job succeeded", log), f"job {job} failed"
+
+
+def wider_dense_layer(params: dict) -> dict:
+    params["image"]["hidden"] = 48
+    return params
+
+
+def test_pr_changing_the_image_params_trains_only_that_model(act_repo, cluster):
+    """A PR that edits only configs/fashion-mnist.yaml: the matrix holds fashion-mnist alone,
+    its leg trains (default scaling, 1-CPU nodes) and passes the gate, and the one comment has
+    its summary row and section and names the two models it left alone."""
+    edits = {IMAGE_PARAMS: yaml_edit(wider_dense_layer)}
+    with pull_request(act_repo, "fashion-mnist: a wider dense layer", edits):
+        result = run_act(act_repo, cluster, "pull_request", "pr.yml", pr_event(act_repo))
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    assert _matrix(log) == [IMAGE_MODEL]
+    assert len(_legs(log, "validate")) == 1 and len(_legs(log, "train")) == 1, log[-6000:]
+    _succeeded(log, "affected", "validate", "train", "report")
+    assert "configs/fashion-mnist.yaml: its params file" in log
     for step in (
-        "ml data validate",
-        "Reproduce the pipeline (unchanged stages restored from the run cache)",
+        'ml --model "$MODEL" data validate',
+        "Reproduce the model's pipeline (unchanged stages restored from the run cache)",
         "Share stage results with later runs",
-        "Enforce the gate verdict",
+        "Upload the model's reports for the report job",
+        "Enforce the model's gate verdict",
+        "Download every model's reports",
+        "One comment for every model; fail if any affected model's gate failed",
+        "Upload the comment for pr-comment.yml",
     ):
         assert f"Success - Main {step}" in log, step
     assert "Failure - " not in log
     assert "remote action ran under act" not in log
+    # Only the image model's stages ran: no other model's data was read.
+    assert "Running stage 'train@fashion-mnist'" in log
+    assert not re.search(r"Running stage '\w+@(madewithml|medical-abstracts)'", log)
 
     # The pr tier (pr.yml's ML_TIER) registers nothing: the PR's model is evidence for its
     # comment, judged by the gate from its run, never a release candidate.
     assert re.search(r"pr tier: \S+ \(run \w+\) is the challenger, unregistered", log)
-    assert not registry(act_repo).search_model_versions(f"name='{MODEL}'")
-    assert re.search(r"PR comment: \S*reports/pr_comment\.md \(\d+ characters\)", log)
+    assert not registry(act_repo).search_model_versions()
+    assert "gate passed for every model" in log
+
+    # What the report job handed to pr-comment.yml, and what the leg handed to the report job.
+    artifacts = act_repo.artifacts
+    assert sorted(p.name for p in artifacts.iterdir()) == [IMAGE_MODEL, "pr-report"]
+    gate = json.loads((artifacts / IMAGE_MODEL / "gate.json").read_text())
+    assert gate["passed"], gate
+    comment = (artifacts / "pr-report" / "pr_comment.md").read_text()
+    assert comment.startswith(MARKER)
+    assert re.search(rf"^\| `{IMAGE_MODEL}` \| image-classification \| ✅ passed \|", comment, re.M)
+    assert re.search(rf"<summary>.*{IMAGE_MODEL}.*</summary>", comment), comment[:3000]
+    assert "Not affected by this PR (not trained): `madewithml`, `medical-abstracts`" in comment
 
 
-def test_release_workflow_promotes_deploys_and_smoke_tests(act_repo, cluster):
-    production_secrets(act_repo)
-    version = main_registers(act_repo, cluster).version
-    result = run_act(act_repo, cluster, "push", "release.yml", tag_event(act_repo, "v0.1.0"))
+def test_pr_changing_shared_training_code_affects_every_model(act_repo, cluster):
+    """Shared code (ml/train/) affects all three models. Only the affected job runs here:
+    training all three under act would cost several minutes of CI for what the image PR above
+    already shows a leg does."""
+    with pull_request(act_repo, "train: a comment in the loop", {SHARED_CODE: add_comment}):
+        result = run_act(act_repo, cluster, "pull_request", "pr.yml", pr_event(act_repo),
+                         extra=["-j", "affected"])  # fmt: skip
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-6000:]
-    assert f"released v0.1.0: champion v{version}" in log
-    assert "auth: a request without the token got 401" in log
-    champion = registry(act_repo).get_model_version_by_alias(MODEL, "champion")
-    assert champion.version == version
-    assert served_model(act_repo)["version"] == version
+    assert _matrix(log) == ["madewithml", "medical-abstracts", IMAGE_MODEL]
+    assert f"{SHARED_CODE}: shared code" in log
+    assert not _legs(log, "train")
 
 
-def test_a_tag_on_a_branch_commit_is_refused(act_repo, cluster):
-    """A tag on a commit main never merged, with a version registered for it as main would:
-    the release job refuses before anything moves."""
-    production_secrets(act_repo)
-    client = registry(act_repo)
-    good = client.get_model_version_by_alias(MODEL, "champion")
-    git(act_repo.root, "checkout", "-q", "-b", "unmerged")
-    git(act_repo.root, "commit", "-q", "--allow-empty", "-m", "never merged")
-    sha = git(act_repo.root, "rev-parse", "HEAD")
-    try:
-        tags = {**good.tags, "git_sha": sha, "gate.champion_version": good.version}
-        client.create_model_version(
-            MODEL, good.source, run_id=good.run_id, tags=tags,
-            model_id=good.source.removeprefix("models:/"),
-        )  # fmt: skip
-        result = run_act(act_repo, cluster, "push", "release.yml", tag_event(act_repo, "v0.1.1"))
-    finally:
-        git(act_repo.root, "checkout", "-q", "main")
+def test_pr_changing_only_docs_trains_nothing_and_the_check_passes(act_repo, cluster):
+    """An empty matrix: the model jobs are skipped, the report job (the required check) still
+    runs and its comment says no model is affected."""
+    with pull_request(act_repo, "docs: a line", {"docs/models.md": add_comment}):
+        result = run_act(act_repo, cluster, "pull_request", "pr.yml", pr_event(act_repo))
     log = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert f"commit {sha[:12]} is not on main (main)" in log, log[-6000:]
-    assert client.get_model_version_by_alias(MODEL, "champion").version == good.version
-    assert served_model(act_repo)["version"] == good.version
+    assert result.returncode == 0, log[-6000:]
+    assert _matrix(log) == []
+    assert not _legs(log, "validate") and not _legs(log, "train")
+    _succeeded(log, "affected", "report")
+    assert "Success - Main Download every model's reports" not in log
+    comment = (act_repo.artifacts / "pr-report" / "pr_comment.md").read_text()
+    assert "No model is affected by this PR" in comment
 
 
-def test_broken_release_rolls_back_alias_and_deployment(act_repo, cluster, tmp_path):
-    """A new commit on main whose registered model is corrupt (no weights): the deploy fails,
-    the champion alias and the live deployment stay on the previous version, and the job
-    fails."""
-    production_secrets(act_repo)
-    client = registry(act_repo)
-    good = client.get_model_version_by_alias(MODEL, "champion")
-    git(act_repo.root, "commit", "-q", "--allow-empty", "-m", "a release with a broken model")
+def test_main_runs_every_declared_model(act_repo, cluster):
+    """main.yml's matrix is every model, affected or not (only its `models` job runs here: the
+    PR run above shows what a leg does, and test_release.py registers what main would)."""
     sha = git(act_repo.root, "rev-parse", "HEAD")
-    broken = tmp_path / "broken-model"
-    broken.mkdir()
-    (broken / "MLmodel").write_text("artifact_path: model\nflavors: {}\n")  # and no weights
-    # A run of main's own experiment from this commit, as main's training would make it.
-    run = client.create_run(
-        client.get_run(good.run_id).info.experiment_id, run_name="broken",
-        tags={"git_sha": sha},
-    )  # fmt: skip
-    client.log_artifacts(run.info.run_id, str(broken), "model")
-    client.set_terminated(run.info.run_id)
-    tags = {"git_sha": sha, "gate.status": "passed", "gate.champion_version": good.version}
-    version = client.create_model_version(
-        MODEL, f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags=tags
-    )
-    result = run_act(act_repo, cluster, "push", "release.yml", tag_event(act_repo, "v0.2.0"))
+    event = {"ref": "refs/heads/main", "after": sha, "repository": {"full_name": "owner/ml"}}
+    result = run_act(act_repo, cluster, "push", "main.yml", event, extra=["-j", "models"])
     log = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert f"release v0.2.0 of version {version.version} failed" in log
-    assert f"rolled back to version {good.version}, which is live" in log
-    assert client.get_model_version_by_alias(MODEL, "champion").version == good.version
-    assert served_model(act_repo)["version"] == good.version
+    assert result.returncode == 0, log[-6000:]
+    found = re.findall(r"\[main/models\s*\].*::set-output:: models=(\[.*\])", log)
+    assert [row["name"] for row in json.loads(found[0])] == [
+        "madewithml", "medical-abstracts", IMAGE_MODEL
+    ], log[-4000:]  # fmt: skip
 
 
 def test_act_repo_is_not_the_checkout(act_repo):
