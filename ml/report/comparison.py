@@ -9,24 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ml.report.markdown import _details, _table
+
 MARKS = {"better": "🟢", "worse": "🔴"}
 KIND_TITLES = {
     "fixed": "Fixed (champion wrong, challenger right)",
     "broken": "Broken (champion right, challenger wrong)",
     "both_wrong": "Both wrong (different wrong answers)",
 }
-
-
-def _cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ").strip()
-
-
-def plain_delta(new: Any, old: Any) -> str:
-    """The point difference alone: no interval, so no word and no colour."""
-    if not isinstance(new, int | float) or not isinstance(old, int | float):
-        return "—"
-    diff = float(new) - float(old)
-    return "±0.0000" if abs(diff) < 5e-5 else f"{diff:+.4f}"
 
 
 def interval_delta(interval: dict[str, Any]) -> str:
@@ -93,19 +83,6 @@ def comparison_note(gate: dict[str, Any] | None) -> list[str]:
         f"{test['p_value']:.4f}. {_mdd_sentence(comparison.get('mdd'), paired=True)}"
     )
     return [f"_{note}_", ""]
-
-
-def _table(header: list[str], rows: list[list[Any]], cap: int | None) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    shown = rows if cap is None else rows[:cap]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in shown]
-    if len(shown) < len(rows):
-        lines.append(f"\n_{len(rows) - len(shown)} more row(s) cut to fit the comment limit._")
-    return lines
-
-
-def _details(summary: str, body: list[str]) -> list[str]:
-    return ["<details>", f"<summary>{summary}</summary>", "", *body, "", "</details>", ""]
 
 
 def changes_section(gate: dict[str, Any] | None, cap: int | None) -> list[str]:

@@ -12,10 +12,11 @@ from ml.report.comparison import (
     changes_section,
     comparison_note,
     interval_delta,
-    plain_delta,
     verdict_clause,
     word,
 )
+from ml.report.markdown import _cell, _details, _num, _table, plain_delta
+from ml.report.markdown import _delta as _delta  # ml/report/combined.py imports it from here
 
 HEADLINE_ROWS = (
     ("accuracy", "Accuracy"),
@@ -42,45 +43,6 @@ class PrReportInputs:
     params_diff_error: str | None
     base_rev: str
     commit: str
-
-
-def _cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ").strip()
-
-
-def _num(value: Any, digits: int = 4) -> str:
-    if value is None or value == "":
-        return "—"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int | float):
-        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-    return _cell(value)
-
-
-def _delta(new: Any, old: Any, lower_is_better: bool = False) -> str:
-    """A point difference coloured by its sign alone: only for a report without intervals
-    (ml/report/combined.py on a gate report that predates the paired comparison)."""
-    if not isinstance(new, int | float) or not isinstance(old, int | float):
-        return "—"
-    diff = float(new) - float(old)
-    if abs(diff) < 5e-5:
-        return "±0.0000"
-    better = diff < 0 if lower_is_better else diff > 0
-    return f"{diff:+.4f} {'🟢' if better else '🔴'}"
-
-
-def _table(header: list[str], rows: list[list[Any]], cap: int | None) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    shown = rows if cap is None else rows[:cap]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in shown]
-    if len(shown) < len(rows):
-        lines.append(f"\n_{len(rows) - len(shown)} more row(s) cut to fit the comment limit._")
-    return lines
-
-
-def _details(summary: str, body: list[str]) -> list[str]:
-    return ["<details>", f"<summary>{summary}</summary>", "", *body, "", "</details>", ""]
 
 
 def _challenger(inputs: PrReportInputs) -> dict[str, Any] | None:
