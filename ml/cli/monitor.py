@@ -49,7 +49,8 @@ def _print_drift(result) -> None:
     epilog="Exit codes: 0 no drift; 3 drift; 4 not enough data (fewer valid records than "
     "monitor.min_window); 1 error (log or reference unreadable); 2 bad config or usage. "
     "With $GITHUB_OUTPUT set, verdict=, drift=, exit_code=, valid_records= and summary= lines "
-    "are appended to it.",
+    "are appended to it. With --all/--models: the worst model's code (1, then 3, then 4), and "
+    "drift=, drifted=, retrain=, retrain_any=, checked=, decisions=, exit_code= lines.",
 )
 def monitor_drift(
     log_dir: Annotated[
@@ -231,7 +232,9 @@ RETRAIN_EPILOG = (
     "the gate failed (nothing promoted or proposed); 1 error (invalid data, training failed, "
     "push or GitHub API refused). With $GITHUB_OUTPUT set, version=, created=, gate=, action=, "
     "pr_url=, branch= lines are appended to it. The PR needs $ML_RETRAIN_GITHUB_TOKEN (a "
-    "GitHub App installation token) and GITHUB_REPOSITORY; see docs/monitoring.md."
+    "GitHub App installation token) and GITHUB_REPOSITORY; see docs/monitoring.md. With "
+    "--models: each model in turn; 1 if any errored, else 5 if any gate failed; one models= "
+    "line (JSON, per model) in $GITHUB_OUTPUT."
 )
 
 

@@ -1,8 +1,9 @@
 """The retrain loop under act, from drift to the PR's own run: the real retrain.yml (dispatched,
-as its schedule would) finds drift in a production prediction log, its retrain job runs
-`ml retrain`, which pushes the branch to a real bare git remote (the checkout's origin) and
-opens the PR; then the real pr.yml, run by act on that branch, restores the retrained model
-from the trusted DVC remote instead of training it.
+as its schedule would) checks every declared model and finds drift in the default model's
+application log (the other models have none: not deployed, not enough data); its retrain job
+runs `ml retrain --models` on the drifted one only, which pushes that model's branch to a real
+bare git remote (the checkout's origin) and opens its PR; then the real pr.yml, run by act on
+that branch, restores the retrained model from the trusted DVC remote instead of training it.
 
 GitHub's REST API cannot run here: a recorded stand-in on 127.0.0.1 serves it
 (tests/monitor/github_standin.py). The App token step is a remote action skipped under act; the
@@ -105,12 +106,15 @@ def test_drift_opens_a_retrain_pr_whose_run_restores_the_model(
     bare = tmp_path / "github.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
     git(repo.root, "push", "-q", str(bare), "main")
-    log_dir = drifted_log(tmp_path / "predictions")
+    # The default model's application folder (ml/serve/multi.py): the other models log none.
+    log_dir = tmp_path / "predictions"
+    drifted_log(log_dir / "madewithml")
     with github_standin("owner/ml") as github:
         result = run_retrain_workflow(repo, own_cluster, bare, log_dir, github.url)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-8000:]
     assert re.search(r"\[retrain/drift\s*\].*DRIFT: ", log), log[-8000:]
+    assert re.search(r"\[retrain/drift\s*\].*to retrain: madewithml$", log, re.M), log[-8000:]
     for job in ("drift", "retrain"):
         assert re.search(rf"\[retrain/{job}\s*\] 🏁  Job succeeded", log), f"job {job} failed"
     assert "Success - Main Retrain, gate, register; push the data version" in log
@@ -120,9 +124,10 @@ def test_drift_opens_a_retrain_pr_whose_run_restores_the_model(
     branches = git(bare, "for-each-ref", "--format=%(refname:short)", "refs/heads/retrain/")
     assert len(branches.split()) == 1, branches
     branch = branches.strip()
+    assert branch.startswith("retrain/madewithml-"), branch  # one PR, the drifted model's
     assert git(bare, "rev-parse", f"{branch}~1") == git(bare, "rev-parse", "main")
     assert git(bare, "diff", "--name-only", "main", branch) == "dvc.lock"
-    assert "train:" in git(bare, "show", f"{branch}:dvc.lock")
+    assert "train@madewithml:" in git(bare, "show", f"{branch}:dvc.lock")
     (post,) = github.posts()
     assert post.headers["authorization"] == f"Bearer {TOKEN}"
     assert (post.body["head"], post.body["base"]) == (branch, "main"), json.dumps(post.body)
@@ -138,7 +143,6 @@ def test_drift_opens_a_retrain_pr_whose_run_restores_the_model(
     log = result.stdout + result.stderr
     assert "Success - Main Reproduce the pipeline" in log, log[-6000:]
     repro = log[log.index("Reproduce the pipeline") :]
-    assert re.search(r"Pulling data for stage: 'train'|Pulling data for stage 'train'", repro), (
-        repro[:6000]
-    )
-    assert "Running stage 'train'" not in repro
+    pulled = r"Pulling data for stage:? 'train@madewithml'"
+    assert re.search(pulled, repro), repro[:6000]
+    assert "Running stage 'train@madewithml'" not in repro
