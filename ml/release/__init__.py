@@ -10,6 +10,10 @@ The champion is captured before anything moves. On any failure or interruption f
 on (KeyboardInterrupt and SystemExit included), with further SIGTERM/SIGINT held off: redeploy
 that captured version first, smoke-test it, and only then point the alias back at it; after a
 failed first release (no champion before), delete the Serve app and the alias.
+
+This is one model's release (`prepare` checks, `execute` moves and restores); a release tag runs
+it for every declared model, each as its own Serve application (ml/release/models.py). The smoke
+test's HTTP calls are in ml/release/smoke.py.
 """
 
 from __future__ import annotations
