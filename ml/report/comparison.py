@@ -62,6 +62,10 @@ def _mdd_sentence(mdd: dict[str, Any] | None, paired: bool) -> str:
     return sentence + "."
 
 
+def _p_value(p: float) -> str:
+    return f"{p:.4f}" if p >= 0.001 else f"{p:.1e}"
+
+
 def comparison_note(gate: dict[str, Any] | None) -> list[str]:
     """How to read the intervals, McNemar's test and the MDD (below the headline table)."""
     gate = gate or {}
@@ -80,7 +84,7 @@ def comparison_note(gate: dict[str, Any] | None) -> list[str]:
         f"excludes zero. The models disagree on {flips.get('disagree', '?')} rows "
         f"({counts.get('fixed', 0)} fixed, {counts.get('broken', 0)} broken, "
         f"{counts.get('both_wrong', 0)} both wrong); McNemar's exact test p = "
-        f"{test['p_value']:.4f}. {_mdd_sentence(comparison.get('mdd'), paired=True)}"
+        f"{_p_value(test['p_value'])}. {_mdd_sentence(comparison.get('mdd'), paired=True)}"
     )
     return [f"_{note}_", ""]
 

@@ -64,7 +64,8 @@ def _verdict(inputs: PrReportInputs) -> str:
     else:
         who = f"challenger v{version}"
     against = f"champion v{champion['version']}" if champion else "the floors (no champion yet)"
-    against += verdict_clause(gate) if champion else ""
+    # A failure's reasons carry the interval already.
+    against += verdict_clause(gate) if champion and gate.get("passed") else ""
     if gate.get("passed"):
         # A PR's model is evidence, never a release candidate: main trains the one it ships.
         after = (
