@@ -43,6 +43,17 @@ def report_combine(
         list[str] | None,
         typer.Option("--not-affected", help="a model the PR does not affect (listed, no section)"),
     ] = None,
+    affected: Annotated[
+        str | None,
+        typer.Option(
+            "--affected",
+            help="the JSON list `ml models affected --json` prints (a workflow's matrix): each "
+            "model's reports are REPORTS_ROOT/NAME, every other declared model is not affected",
+        ),
+    ] = None,
+    reports_root: Annotated[
+        Path, typer.Option("--reports-root", help="with --affected: the folder holding NAME/")
+    ] = Path("reports"),
     output: Annotated[
         Path | None, typer.Option(help="where to write the comment (default: report.pr_comment)")
     ] = None,
@@ -60,10 +71,20 @@ def report_combine(
     from ml.report.combined import gate_failures, parse_model, write_combined
 
     models = [run_stage(parse_model, option, exit_code=2) for option in reports or []]
+    if affected is not None:
+        from ml.models import load_models
+        from ml.report.combined import from_affected
+
+        declared = [model.name for model in run_stage(load_models).models]
+        listed, unlisted = run_stage(from_affected, affected, reports_root, declared, exit_code=2)
+        models += listed
+        not_affected = [*(not_affected or []), *unlisted]
     if output is None:
         cfg = settings()
         output = cfg.path(cfg.report.pr_comment)
-    path, _ = run_stage(write_combined, models, output, not_affected or [])
+    path, _ = run_stage(
+        write_combined, models, output, not_affected or [], missing_ok=affected is not None
+    )
     typer.echo(f"PR comment: {path} ({len(path.read_text(encoding='utf-8'))} characters)")
     if not check:
         return

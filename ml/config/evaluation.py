@@ -93,6 +93,14 @@ class GateSettings(Section):
     f1_tolerance: float = Field(0.01, ge=0, le=1)
     max_class_f1_drop: float = Field(0.05, ge=0, le=1)
     min_behavioural_pass_rate: float = Field(1.0, ge=0, le=1)
+    # The paired comparison (ml/compare). 95% two-sided: an equal challenger fails only when
+    # its interval lies wholly below -tolerance, under 2.5% of the time (benchmarks/gate.py
+    # measures it); 2000 resamples keep the interval bounds stable to about 0.001.
+    confidence_level: float = Field(0.95, gt=0.5, lt=1)
+    bootstrap_resamples: int = Field(2000, ge=100)
+    bootstrap_seed: int = 0
+    # Flipped rows shown per kind (fixed / broken / both wrong) in gate.json and the comment.
+    flip_examples: int = Field(10, ge=0)
     floors: dict[str, float] = Field(
         default_factory=lambda: {"accuracy": 0.8, "f1_weighted": 0.8, "f1_macro": 0.7}
     )

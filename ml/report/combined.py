@@ -28,6 +28,7 @@ from typing import Any
 
 from ml.errors import UserError
 from ml.io import atomic_path
+from ml.report.comparison import headline_delta
 from ml.report.sections import _cell, _delta, _num
 from ml.report.sticky import GITHUB_COMMENT_LIMIT, MARKER, neutralise
 
@@ -92,14 +93,17 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         raise CombineError(f"{path} is not JSON ({exc}); rerun the stage that writes it") from exc
 
 
-def collect(name: str, folder: Path, task: str | None = None) -> ModelReport:
-    """One model's report folder, read; `task` None means the task its reports name."""
+def collect(
+    name: str, folder: Path, task: str | None = None, missing_ok: bool = False
+) -> ModelReport:
+    """One model's report folder, read; `task` None means the task its reports name.
+    `missing_ok`: an empty or absent folder is a model whose job wrote nothing (not run)."""
     check_name(name)
     gate = _read_json(folder / GATE_FILE)
     evaluation = _read_json(folder / EVALUATION_FILE)
     comment = folder / COMMENT_FILE
     body = comment.read_text(encoding="utf-8") if comment.is_file() else None
-    if gate is None and evaluation is None and body is None:
+    if gate is None and evaluation is None and body is None and not missing_ok:
         raise CombineError(
             f"model {name}: {folder} holds no {GATE_FILE}, {EVALUATION_FILE} or {COMMENT_FILE}; "
             f"run `ml evaluate`, `ml gate` and `ml report pr` for it"
@@ -128,7 +132,9 @@ def _headline_cells(report: ModelReport) -> list[str]:
     if not champion:
         return [_num(new), "no champion yet", "—"]
     old = (champion.get("overall") or {}).get(HEADLINE_METRIC)
-    return [_num(new), f"{_num(old)} (v{_cell(champion.get('version', '?'))})", _delta(new, old)]
+    # The paired interval and its word when the gate has them (a colour only when detectable).
+    delta = headline_delta(gate, HEADLINE_METRIC) or _delta(new, old)
+    return [_num(new), f"{_num(old)} (v{_cell(champion.get('version', '?'))})", delta]
 
 
 def summary_table(reports: Sequence[ModelReport]) -> list[str]:
@@ -310,10 +316,37 @@ def parse_model(option: str) -> tuple[str, Path]:
     return check_name(name), Path(folder)
 
 
+def from_affected(
+    affected_json: str, reports_root: Path, declared: Sequence[str]
+) -> tuple[list[tuple[str, Path]], list[str]]:
+    """(NAME, REPORTS_ROOT/NAME) for each model of `ml models affected --json`'s list, and the
+    declared models it leaves out (not affected): a workflow passes its matrix as it is."""
+    try:
+        rows = json.loads(affected_json)
+        names = [check_name(row["name"]) for row in rows]
+    except (json.JSONDecodeError, TypeError, KeyError) as exc:
+        raise CombineError(
+            f"--affected {affected_json[:80]!r}: expected the JSON list `ml models affected "
+            f"--json` prints ([{{\"name\": ...}}, ...]): {exc}"
+        ) from exc
+    unknown = sorted(set(names) - set(declared))
+    if unknown:
+        raise CombineError(
+            f"--affected names {', '.join(unknown)}, not in models.yaml ({', '.join(declared)})"
+        )
+    models = [(name, reports_root / name) for name in names]
+    return models, [name for name in declared if name not in names]
+
+
 def write_combined(
-    models: Sequence[tuple[str, Path]], output: Path, not_affected: Sequence[str] = ()
+    models: Sequence[tuple[str, Path]],
+    output: Path,
+    not_affected: Sequence[str] = (),
+    missing_ok: bool = False,
 ) -> tuple[Path, list[ModelReport]]:
-    reports = [collect(name, folder) for name, folder in models]
+    """`missing_ok`: a model with no reports is shown as not run instead of refused (a workflow
+    whose job for it failed before writing any)."""
+    reports = [collect(name, folder, missing_ok=missing_ok) for name, folder in models]
     body = render(reports, not_affected)
     with atomic_path(output) as tmp:
         tmp.write_text(body, encoding="utf-8")
