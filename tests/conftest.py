@@ -9,6 +9,7 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,25 @@ def shared_data() -> Path:
             "or set ML_SHARED_DATA"
         )
     return path
+
+
+@dataclass(frozen=True)
+class ImageProject:
+    params_file: Path
+    model_dir: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_image_project(tmp_path_factory: pytest.TempPathFactory) -> ImageProject:
+    """A Fashion-MNIST project (1,000 train / 300 holdout images, ingested and split) and a
+    model trained 40 steps on it, built once per session: the image endpoint, multi-model and
+    image evaluation tests only read them (each writes under its own folder, or a copy), and
+    the build is most of a minute on 2 busy cores."""
+    from tests.image_project import make_image_project, train_tiny_image_model
+
+    root = tmp_path_factory.getbasetemp() / "tiny-image"
+    params_file = make_image_project(root, train_rows=1000, holdout_rows=300)
+    return ImageProject(params_file, train_tiny_image_model(params_file, steps=40))
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -5,6 +5,7 @@ the image sections. No Ray: the model trains for a few steps in-process."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 from ml.cli import app
 from tests.evaluate.tiny import log_model_run
-from tests.image_project import make_image_project, train_tiny_image_model
+from tests.image_project import make_image_project
 
 FASHION = [
     "T-shirt/top",
@@ -34,7 +35,9 @@ def ml(*args: str):
 
 
 @pytest.fixture
-def image_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+def image_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_image_project
+) -> tuple[Path, Path]:
     root = tmp_path / "project"
     make_image_project(
         root,
@@ -42,7 +45,9 @@ def image_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path
         holdout_rows=300,
         mlflow={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "test"},
     )
-    model_dir = train_tiny_image_model(root)
+    # The session's tiny model was trained on these same splits (same rows, same seed): a copy
+    # instead of another training run.
+    model_dir = Path(shutil.copytree(tiny_image_project.model_dir, root / "models" / "model"))
     monkeypatch.chdir(root)
     monkeypatch.setenv("GITHUB_ACTOR", "ci-bot")
     return root, model_dir

@@ -46,18 +46,18 @@ def b64(data: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> dict:
+def project(tmp_path_factory, tiny_image_project) -> dict:
     from ml.config import load_settings, override
     from ml.data.splits import split_path
     from ml.tasks import task_of
-    from tests.image_project import make_image_project, train_tiny_image_model
 
+    # The session's image project is only read (its splits, its model); what this module
+    # writes (the registry, the prediction log, batch files) goes under `root`.
     root = tmp_path_factory.mktemp("image-serve")
-    params_file = make_image_project(root, train_rows=1000, holdout_rows=300)
-    model_dir = train_tiny_image_model(params_file, steps=40)
+    params_file, model_dir = tiny_image_project.params_file, tiny_image_project.model_dir
     registry = register_versions(root, model_dir, count=1)
     settings = load_settings(params_file, environ={})
-    settings.root = root
+    settings.root = params_file.parent
     settings = override(
         settings,
         {
