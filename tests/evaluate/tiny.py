@@ -23,7 +23,10 @@ TEXT_COLUMNS = ["title", "description"]
 MAX_LENGTH = 32
 
 
-def build_tiny_model(out_dir: Path, steps: int = 60, seed: int = 0) -> Path:
+def build_tiny_model(
+    out_dir: Path, steps: int = 60, seed: int = 0, data_file: Path | None = None
+) -> Path:
+    """`data_file`: a CSV with the same columns (default: Made-With-ML's dataset.csv)."""
     import torch
 
     from ml.data.text import combine_text
@@ -32,7 +35,7 @@ def build_tiny_model(out_dir: Path, steps: int = 60, seed: int = 0) -> Path:
     if (out_dir / "meta.json").is_file():
         return out_dir
     torch.manual_seed(seed)
-    data = pd.read_csv(shared_data_dir() / "madewithml" / "dataset.csv")
+    data = pd.read_csv(data_file or shared_data_dir() / "madewithml" / "dataset.csv")
     sample = data.groupby(LABEL_COLUMN, group_keys=False).head(8).reset_index(drop=True)
     labels = sorted(data[LABEL_COLUMN].unique())
     model, tokenizer = build_model("all-minilm-l6-v2", labels)
