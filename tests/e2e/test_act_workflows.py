@@ -77,7 +77,7 @@ def test_pr_changing_the_image_params_trains_only_that_model(act_repo, cluster):
     assert "configs/fashion-mnist.yaml: its params file" in log
     for step in (
         'ml --model "$MODEL" data validate',
-        "Reproduce the model's pipeline (unchanged stages restored from the run cache)",
+        "Reproduce the pipeline for the model (unchanged stages restored from the run cache)",
         "Share stage results with later runs",
         "Upload the model's reports for the report job",
         "Enforce the model's gate verdict",
