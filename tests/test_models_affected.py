@@ -42,7 +42,8 @@ def repo(tmp_path: Path) -> Path:
         (".github/actions/setup/action.yml", ALL),
         ("data/fashion-mnist/train.idx", ["fashion-mnist"]),
         ("data/fashion-mnist.dvc", ["fashion-mnist"]),
-        ("data/raw.dvc", ALL),  # today every model's raw_dir is data/raw
+        ("data/raw.dvc", []),  # the one-model layout: each model reads data/NAME/raw
+        ("data/madewithml/raw.dvc", ["madewithml"]),
         ("dvc.lock:data/medical-abstracts/splits", ["medical-abstracts"]),
         ("dvc.lock:models/model", []),
         ("dvc.lock", []),

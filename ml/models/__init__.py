@@ -54,6 +54,7 @@ from ml.config import (
     Settings,
     output_roots,
 )
+from ml.config.outputs import scoped_path
 from ml.tasks import TASK_MODULES
 
 MODELS_FILE = "models.yaml"
@@ -245,7 +246,11 @@ def _model(entry: ModelEntry, root: Path, where: str) -> Model:
         )
     data = raw.get("data") if isinstance(raw.get("data"), Mapping) else {}
     fields = DataSettings.model_fields
-    folders = [data.get(key, fields[key].default) for key in ("raw_dir", "splits_dir")]
+    # Where its stages put them: scoped under data/NAME, as `ml --model NAME` does.
+    folders = [
+        scoped_path(data.get(key, fields[key].default), entry.name)
+        for key in ("raw_dir", "splits_dir")
+    ]
     folders += [data.get("source", ""), output_roots(entry.name)["data"]]
     # An outside data.source (a URL, ../shared/data) never shows in a git diff: dropped.
     in_repo = dict.fromkeys(path for path in map(repo_path, folders) if path)

@@ -1,4 +1,7 @@
-"""The data stages through a real DVC repo: reruns only what changed, stops on bad data."""
+"""The data stages through a real DVC repo: bad data stop the pipeline before the split.
+
+Reruns of only what changed, and the outputs' round trip through the remote, are checked on
+the three-model project of tests/evaluate/test_pipeline_e2e.py (one `dvc repro` for both)."""
 
 from __future__ import annotations
 
@@ -11,8 +14,6 @@ import pytest
 
 from tests.conftest import BIN_DIR, REPO_ROOT, cli_env
 
-DATA_STAGES = ("ingest", "validate", "split")
-
 
 def dvc(project: Path, *args: str, env: dict[str, str], check: bool = True):
     result = subprocess.run(
@@ -23,13 +24,9 @@ def dvc(project: Path, *args: str, env: dict[str, str], check: bool = True):
     return result
 
 
-def ran_stages(output: str) -> list[str]:
-    return [s for s in DATA_STAGES if f"Running stage '{s}'" in output]
-
-
 @pytest.fixture
 def dvc_project(project: Path, shared_data: Path) -> tuple[Path, dict[str, str]]:
-    for item in ("dvc.yaml", "ml"):
+    for item in ("dvc.yaml", "models.yaml", "ml"):
         source = REPO_ROOT / item
         copy = shutil.copytree if source.is_dir() else shutil.copy
         copy(source, project / item)
@@ -38,33 +35,6 @@ def dvc_project(project: Path, shared_data: Path) -> tuple[Path, dict[str, str]]
     dvc(project, "init", "-q", env=env)
     shutil.copy(REPO_ROOT / ".dvc/config", project / ".dvc/config")
     return project, env
-
-
-def test_repro_twice_runs_each_stage_once_and_outputs_round_trip_through_the_remote(
-    dvc_project,
-):
-    # One project for both checks: a `dvc repro` of the data stages is most of each.
-    project, env = dvc_project
-    first = dvc(project, "repro", "split", env=env)
-    assert ran_stages(first.stdout) == list(DATA_STAGES)
-    second = dvc(project, "repro", "split", env=env)
-    assert ran_stages(second.stdout) == []
-
-    # A split param change reruns the split only.
-    params = (project / "params.yaml").read_text().replace("seed: 42", "seed: 7")
-    (project / "params.yaml").write_text(params)
-    third = dvc(project, "repro", "split", env=env)
-    assert ran_stages(third.stdout) == ["split"]
-
-    # The outputs round-trip through the local remote. Only the stages that ran have outputs
-    # to share (dvc.yaml also declares train and later); last, as `pull split` restores
-    # the split's outputs only.
-    expected = (project / "data/splits/train.csv").read_bytes()
-    dvc(project, "push", "split", env=env)
-    shutil.rmtree(project / "data")
-    shutil.rmtree(project / ".dvc/cache")
-    dvc(project, "pull", "split", env=env)
-    assert (project / "data/splits/train.csv").read_bytes() == expected
 
 
 def test_corrupted_data_stops_the_pipeline_before_split(dvc_project, tmp_path, shared_data):
@@ -84,9 +54,11 @@ def test_corrupted_data_stops_the_pipeline_before_split(dvc_project, tmp_path, s
     (project / "params.yaml").write_text(params)
 
     env = {**env, "ML_DATA_MIRROR": str(corrupt)}
-    result = dvc(project, "repro", "split", env=env, check=False)
+    result = dvc(project, "repro", "split@madewithml", env=env, check=False)
     assert result.returncode != 0
     output = result.stdout + result.stderr
     for kind in ("too_few_examples", "text_too_long", "unknown_label"):
         assert f"[{kind}]" in output, output
-    assert not (project / "data/splits").exists()
+    assert "Running stage 'validate@madewithml'" in output
+    assert "Running stage 'split@" not in output
+    assert not (project / "data/madewithml/splits").exists()

@@ -1,14 +1,13 @@
-"""End to end: `dvc repro` of the image task (configs/fashion-mnist.yaml) on a stratified subset
-of the real Fashion-MNIST files, from ingest to the PR comment; and validation stopping the
-pipeline before the split for corrupted files.
+"""`dvc repro` of the image task (configs/fashion-mnist.yaml) in a project declaring only that
+model: validation stops the pipeline before the split for corrupted files.
 
-Slow (Ray trains the CNN for one epoch on 900 images), still part of the default run.
+The image model's run from ingest to the PR comment is part of the three-model `dvc repro` in
+tests/evaluate/test_pipeline_e2e.py (one project for every model keeps CI's time down).
 """
 
 from __future__ import annotations
 
 import gzip
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,7 +21,7 @@ from tests.image_project import image_params, mirror_dir
 
 pytestmark = pytest.mark.slow
 
-STAGES = ("ingest", "validate", "split", "train", "evaluate", "register", "gate", "report")
+MODEL = "fashion-mnist"
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
@@ -45,7 +44,7 @@ def dvc(project: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedP
 def write_params(project: Path, **sections) -> None:
     """params.yaml = configs/fashion-mnist.yaml (1,000 train / 300 test images, one epoch) with
     every other section at its default: dvc.yaml names params of every stage, and DVC requires
-    each to be in the file. The mirror comes from ML_DATA_MIRROR, as in CI."""
+    each to be in the file. The mirror comes from ML_DATA_MIRROR (one model), as in CI."""
     from ml.config import Settings
 
     params = image_params(1000, 300, train={"epochs": 1, "num_workers": 1}, **sections)
@@ -62,42 +61,14 @@ def image_dvc_project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     for item in ("dvc.yaml", "ml", "configs"):
         source = REPO_ROOT / item
         (shutil.copytree if source.is_dir() else shutil.copy)(source, project / item)
+    # The image model alone: dvc.yaml's stages become STAGE@fashion-mnist, reading params.yaml.
+    models = {"default": MODEL, "models": {MODEL: {"params": "params.yaml"}}}
+    (project / "models.yaml").write_text(yaml.safe_dump(models))
     write_params(project)
     env = cli_env(ML_DATA_MIRROR=str(mirror_dir()), GITHUB_ACTOR="e2e", GITHUB_SHA="e2e" * 10)
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     assert dvc(project, "init", "-q", env=env).returncode == 0
     return project, env
-
-
-def test_dvc_repro_runs_the_image_pipeline_to_the_pr_comment(image_dvc_project):
-    project, env = image_dvc_project
-    result = dvc(project, "repro", env=env)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    assert [s for s in STAGES if f"Running stage '{s}'" in output] == list(STAGES)
-
-    metrics = json.loads((project / "reports/metrics.json").read_text())
-    assert metrics["num_samples"] == 300 and len(metrics["per_class"]) == 10
-    assert "T-shirt/top" in metrics["per_class"] and "Ankle boot" in metrics["per_class"]
-    assert set(metrics["slices"]) == {"dark", "bright", "tops", "footwear"}
-    train = json.loads((project / "reports/train.json").read_text())
-    assert train["run_id"]
-
-    gate = json.loads((project / "reports/gate.json").read_text())
-    assert gate["verdict"] in ("pass", "fail") and gate["mode"] == "floors"
-    assert gate["task"] == "image-classification" and gate["challenger"]["version"] == "1"
-    # The gate scored the registered pyfunc on the same holdout the stage scored the model dir.
-    challenger = gate["challenger"]["overall"]
-    assert challenger["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
-    assert gate["passed"] == (metrics["accuracy"] >= 0.9 and metrics["f1_macro"] >= 0.9)
-
-    comment = (project / "reports/pr_comment.md").read_text()
-    assert comment.startswith("<!--") and ("Gate passed" in comment) == gate["passed"]
-    assert "_Task `image-classification`" in comment
-    for section in ("### Per class", "### Slices", "Confusion matrix", "### Calibration"):
-        assert section in comment
-    assert "| T-shirt/top | 30 |" in comment and "footwear (classes Sandal, Sneaker" in comment
-    assert "**not applicable**" in comment and len(comment) <= 65_536
 
 
 def corrupt_mirror(folder: Path) -> None:
@@ -125,7 +96,9 @@ def test_validation_stops_the_image_pipeline(image_dvc_project, tmp_path: Path):
     assert result.returncode != 0
     for kind in ("unknown_label", "blank_image", "duplicate_image", "leakage_image"):
         assert f"[{kind}]" in output, output[-4000:]
-    assert "Running stage 'split'" not in output and not (project / "data/splits").exists()
+    assert "Running stage 'validate@fashion-mnist'" in output
+    assert "Running stage 'split@" not in output
+    assert not (project / "data" / MODEL / "splits").exists()
 
     # A truncated gzip stream is named too (not a traceback). DVC cannot see the mirror's
     # files change (ML_DATA_MIRROR is not a dependency), so ingest is forced.
@@ -133,7 +106,11 @@ def test_validation_stops_the_image_pipeline(image_dvc_project, tmp_path: Path):
         gzip.compress(np.zeros(10, np.uint8).tobytes())[:-6]
     )
     result = dvc(
-        project, "repro", "--force", "validate", env={**env, "ML_DATA_MIRROR": str(corrupt)}
+        project,
+        "repro",
+        "--force",
+        f"validate@{MODEL}",
+        env={**env, "ML_DATA_MIRROR": str(corrupt)},
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "[bad_gzip]" in output, output[-4000:]
