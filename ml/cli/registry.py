@@ -128,3 +128,73 @@ def registry_rollback(
         f"{move.name}: champion v{move.previous} -> v{move.version} (rolled back)",
         fg=typer.colors.GREEN,
     )
+
+
+def _model_settings(model: str | None) -> list:
+    """The settings of --model NAME; else of the params file chosen (--params, $ML_PARAMS, the
+    global --model); else of every model models.yaml declares."""
+    import os
+    from pathlib import Path
+
+    from ml.cli.common import model_params_file, params_file
+    from ml.config import load_settings
+    from ml.config.settings import PARAMS_ENV
+    from ml.models import MODELS_FILE, load_models
+
+    if model is not None:
+        return [run_stage(load_settings, model_params_file(model, None), model=model)]
+    if params_file() is not None or os.environ.get(PARAMS_ENV) or not Path(MODELS_FILE).is_file():
+        return [settings()]
+    catalog = run_stage(load_models)
+    return [run_stage(load_settings, Path(m.params), model=m.name) for m in catalog.models]
+
+
+def _print_history(info: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    fields = ("version", "from", "to", "action", "who", "why", "previous", "release")
+    table = Table(*fields, title=f"{info['name']}: champion history (oldest first)")
+    for row in info["periods"]:
+        cells = {**row, "to": row["to"] or "now", "previous": row["previous"] or "-"}
+        if row["forced"]:
+            cells["action"] += " (forced)"
+        table.add_row(*(str(cells[f] or "") for f in fields))
+    console.print(table)
+    if not info["periods"]:
+        console.print(f"{info['name']} has never had a champion")
+
+
+@app.command("history")
+def registry_history(
+    model: Annotated[
+        str | None, typer.Option("--model", help="one models.yaml name (default: every model)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Per model, which version was champion from when to when, who moved it there and why, the
+    champion it replaced, and the release tag that deployed it."""
+    import json
+
+    from ml.registry.history import history
+
+    infos = [run_stage(history, s) for s in _model_settings(model)]
+    if as_json:
+        typer.echo(json.dumps(infos if len(infos) > 1 else infos[0], indent=2))
+        return
+    for info in infos:
+        _print_history(info)
+
+
+@app.command("card")
+def registry_card(
+    version: Annotated[str, typer.Argument(help="the registered version")],
+    model: Annotated[str | None, typer.Option("--model", help="a models.yaml name")] = None,
+) -> None:
+    """Print the Markdown model card logged with VERSION (data, params, metrics with intervals,
+    slices, calibration, known failures, intended use)."""
+    from ml.registry.card import fetch_card
+
+    chosen = settings() if model is None else _model_settings(model)[0]
+    typer.echo(run_stage(fetch_card, chosen, version), nl=False)

@@ -31,6 +31,8 @@ from ml.access import PR, permission_errors
 from ml.config import Settings, params_hash
 from ml.errors import UserError
 from ml.io import sha256_file, write_json
+from ml.registry.card import CARD_TAG, gate_inputs, log_card, logged_inputs, register_inputs
+from ml.registry.history import CHAMPION_MOVES, append_champion_log
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -176,6 +178,8 @@ def record_event(
     }
     key = f"{AUDIT_PREFIX}{sequence:04d}"
     registry.set_model_version_tag(name, version, key, json.dumps(event))
+    if alias == CHAMPION and action in CHAMPION_MOVES:
+        append_champion_log(registry, name, event)
     return event
 
 
@@ -269,6 +273,9 @@ def register(settings: Settings) -> Registered:
             f"newest candidate, trained in run {run_id}",
             from_version=previous.version if previous else None,
         )
+    if CARD_TAG not in (registry.get_model_version(name, version.version).tags or {}):
+        card = register_inputs(settings, str(version.version), run_id, tags)
+        log_card(settings, registry, card, registry_report(settings).parent)
     result = Registered(name, str(version.version), run_id, model_uri, created)
     write_json(
         registry_report(settings),
@@ -306,6 +313,12 @@ def record_gate(
         "gate.summary": summary[:MAX_TAG_CHARS],
     }.items():
         registry.set_model_version_tag(name, version, key, value)
+    found = registry.get_model_version(name, version)
+    # A version registered before cards existed (or by hand) has no card to add the gate to.
+    card = logged_inputs(found.run_id, version) if CARD_TAG in (found.tags or {}) else None
+    if card is not None:
+        card["gate"] = gate_inputs(json.loads(settings.path(settings.gate.report).read_text()))
+        log_card(settings, registry, card, registry_report(settings).parent)
 
 
 @dataclass(frozen=True)
@@ -317,9 +330,12 @@ class AliasMove:
 
 
 @permission_errors(f"move the {CHAMPION} alias")
-def promote(settings: Settings, version: str | None, reason: str, force: bool = False) -> AliasMove:
+def promote(
+    settings: Settings, version: str | None, reason: str, force: bool = False, release: str = ""
+) -> AliasMove:
     """Point `champion` at `version` (default: the challenger). Refuses a version that did not
-    pass the gate against the current champion, unless `force` (recorded with the reason)."""
+    pass the gate against the current champion, unless `force` (recorded with the reason).
+    `release`: the release tag deploying it (recorded; `ml registry history` shows it)."""
     if not reason.strip():
         raise RegistryError("a --reason is required: it is recorded with the promotion")
     registry = client(settings)
@@ -368,6 +384,7 @@ def promote(settings: Settings, version: str | None, reason: str, force: bool = 
         gate_status=gate_status or "none",
         forced=bool(problem and force),
         override=problem if force else "",
+        **({"release": release} if release else {}),
     )
     if current_version:
         record_event(
