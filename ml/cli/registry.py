@@ -162,7 +162,9 @@ def _print_history(info: dict) -> None:
             cells["action"] += " (forced)"
         table.add_row(*(str(cells[f] or "") for f in fields))
     console.print(table)
-    if not info["periods"]:
+    if not info["registered"]:
+        console.print(f"{info['name']} is not registered yet (`ml registry register`)")
+    elif not info["periods"]:
         console.print(f"{info['name']} has never had a champion")
 
 

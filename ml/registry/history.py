@@ -97,7 +97,7 @@ def history(settings: Settings) -> dict[str, Any]:
     """The champion periods of the settings' registered model, oldest first."""
     from mlflow.exceptions import MlflowException
 
-    from ml.registry import CHAMPION, RegistryError, alias_version, client
+    from ml.registry import CHAMPION, alias_version, client
 
     registry = client(settings)
     name = settings.mlflow.registered_model
@@ -106,11 +106,12 @@ def history(settings: Settings) -> dict[str, Any]:
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-        missing = f"no registered model {name!r} yet; run `ml registry register`"
-        raise RegistryError(missing) from exc
+        # Not registered yet: of several models, the others' history still prints.
+        return {"name": name, "registered": False, "champion": None, "periods": []}
     current = alias_version(registry, name, CHAMPION)
     return {
         "name": name,
+        "registered": True,
         "champion": str(current.version) if current else None,
         "periods": rows,
     }

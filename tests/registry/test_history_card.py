@@ -70,6 +70,14 @@ def test_card_rendering_matches_the_golden_file():
     assert "newly wrong" not in ungated and "confident mistake" in ungated
 
 
+def test_history_of_a_model_not_registered_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    root = make_eval_project(tmp_path / "project", holdout_per_class=1)
+    monkeypatch.chdir(root)
+    result = CliRunner().invoke(app, ["registry", "history"])
+    assert result.exit_code == 0, result.output
+    assert "tag-classifier is not registered yet" in result.output
+
+
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Iterator[str]:
     with running_mlflow_server(tmp_path / "server") as url:
