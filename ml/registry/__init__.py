@@ -12,6 +12,10 @@ A version can only become champion when `ml gate` passed it against the current 
 In the pr tier (ml/access.py) nothing is written here: `register` describes the PR run's model
 as an unregistered challenger in reports/registry.json and the gate evaluates it from its run.
 A PR's model is evidence for its comment, never a release candidate.
+
+Parts: history.py (`ml registry history`: who was champion when, from the ordered champion log
+record_event keeps on the registered model) and card.py (the model card logged with every
+version at `register` and completed by `ml gate`).
 """
 
 from __future__ import annotations
