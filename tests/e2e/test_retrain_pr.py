@@ -117,7 +117,7 @@ def test_drift_opens_a_retrain_pr_whose_run_restores_the_model(
     assert re.search(r"\[retrain/drift\s*\].*to retrain: madewithml$", log, re.M), log[-8000:]
     for job in ("drift", "retrain"):
         assert re.search(rf"\[retrain/{job}\s*\] 🏁  Job succeeded", log), f"job {job} failed"
-    assert "Success - Main Retrain, gate, register; push the data version" in log
+    assert "Success - Main Retrain, gate, register each drifted model" in log
     assert "remote action ran under act" not in log
 
     # The branch on the remote holds one commit on main: the new data version.
