@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from ml.cli import app
 from ml.config import load_settings
 from ml.registry.card import render
 from ml.registry.history import periods
-from tests.engines import mlflow_server as running_mlflow_server
 from tests.evaluate.tiny import log_model_run, make_eval_project, set_params
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -78,12 +76,6 @@ def test_history_of_a_model_not_registered_yet(tmp_path: Path, monkeypatch: pyte
     assert "tag-classifier is not registered yet" in result.output
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    with running_mlflow_server(tmp_path / "server") as url:
-        yield url
-
-
 @pytest.mark.slow
 def test_history_and_cards_on_mlflow_server(
     tmp_path: Path, tiny_model_dir: Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch
@@ -95,6 +87,7 @@ def test_history_and_cards_on_mlflow_server(
 
     root = make_eval_project(tmp_path / "project", holdout_per_class=3)
     set_params(root, "gate", floors={"accuracy": 0.0}, min_behavioural_pass_rate=0.0)
+    set_params(root, "mlflow", registered_model="history-classifier")  # the server is shared
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     settings = load_settings(root / "params.yaml", dict(os.environ))
@@ -140,7 +133,7 @@ def test_history_and_cards_on_mlflow_server(
     assert card.exit_code == 0, card.output
     inputs = logged_inputs(info_run_id(settings, "2"), "2")
     assert card.output == render(inputs) == fetch_card(settings, "2")
-    assert "# Model card: tag-classifier v2" in card.output
+    assert "# Model card: history-classifier v2" in card.output
     assert "vs champion v1" in card.output and "no detectable difference" in card.output
     assert inputs["data"]["sha256"] and inputs["provenance"]["registered_by"]
     assert (root / "reports" / "model_card.md").is_file()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from typer.testing import CliRunner, Result
 from ml.cli import app
 from ml.config import load_settings
 from tests.conftest import run_ml
-from tests.engines import mlflow_server as running_mlflow_server
 from tests.evaluate.tiny import log_model_run, make_eval_project, set_params
 
 pytestmark = pytest.mark.slow
@@ -116,13 +114,6 @@ def test_registry_round_trip_on_sqlite(
     promote = next(e for e in events if e["action"] == "promote" and e["version"] == "3")
     assert promote["forced"] is True and promote["why"] == "hotfix"
     assert "no gate decision" in promote["override"]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    """A real `mlflow server` on loopback with its own SQLite store and artifact folder."""
-    with running_mlflow_server(tmp_path / "server") as url:
-        yield url
 
 
 def test_registry_round_trip_on_mlflow_server(
