@@ -295,7 +295,7 @@ def _promote(plan: Plan) -> None:
     from ml.registry import promote
 
     why = f"release {plan.tag}" + (" (--allow-downgrade)" if plan.force else "")
-    promote(plan.settings, plan.version, why, force=plan.force)
+    promote(plan.settings, plan.version, why, force=plan.force, release=plan.tag)
 
 
 def _restore(plan: Plan, exc: BaseException) -> ReleaseError:

@@ -86,17 +86,14 @@ def _params(params_file: Path, store: str, registered: str, log_dir: Path) -> di
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny_model_dir) -> dict:
+def project(tmp_path_factory, tiny_model_dir, tiny_image_project) -> dict:
     """A project holding two models: `text` (params.yaml) and `images` (configs/images.yaml)."""
     from mlflow import MlflowClient
 
-    from tests.image_project import make_image_project, train_tiny_image_model
-
     root = tmp_path_factory.mktemp("multi")
-    image_root = root / "image-project"
-    image_params = make_image_project(image_root, train_rows=1000, holdout_rows=300)
+    image_params = tiny_image_project.params_file  # read only: its settings and a test image
     # One registry holding one registered model per model, each with its own champion.
-    store = register_versions(root, train_tiny_image_model(image_params, steps=40), 1).tracking_uri
+    store = register_versions(root, tiny_image_project.model_dir, 1).tracking_uri
     client = MlflowClient(tracking_uri=store, registry_uri=store)
     client.rename_registered_model(MODEL_NAME, IMAGE_MODEL)
     client.set_registered_model_alias(IMAGE_MODEL, "champion", "1")
@@ -105,8 +102,7 @@ def project(tmp_path_factory, tiny_model_dir) -> dict:
     text = _params(REPO_ROOT / "params.yaml", store, MODEL_NAME, log_dir)
     _write(root / "params.yaml", text)
     _write(root / "configs" / "images.yaml", _params(image_params, store, IMAGE_MODEL, log_dir))
-    models = [{"name": "text", "params": "params.yaml"}]
-    models.append({"name": "images", "params": "configs/images.yaml"})
+    models = {"text": {"params": "params.yaml"}, "images": {"params": "configs/images.yaml"}}
     _write(root / "models.yaml", {"default": "text", "models": models})
     return {"root": root, "log_dir": log_dir, "image": _first_test_image(image_params)}
 
