@@ -327,7 +327,7 @@ def from_affected(
     except (json.JSONDecodeError, TypeError, KeyError) as exc:
         raise CombineError(
             f"--affected {affected_json[:80]!r}: expected the JSON list `ml models affected "
-            f"--json` prints ([{{\"name\": ...}}, ...]): {exc}"
+            f'--json` prints ([{{"name": ...}}, ...]): {exc}'
         ) from exc
     unknown = sorted(set(names) - set(declared))
     if unknown:
