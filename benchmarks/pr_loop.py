@@ -9,9 +9,10 @@ inputs (the DVC run cache in the trusted remote restores every stage it can).
 text: a PR editing the madewithml model's params.yaml; image: one editing the fashion-mnist
 model's configs/fashion-mnist.yaml (so the workflow's matrix holds that one model), each model
 reading its folder of ML_DATA_MIRROR_ROOT. Goals (issue #7, text): <= 6 min cold, <= 60 s
-unchanged, on a 2-core machine; image (issue #22): `ml train` in <= 10 min on 2 cores. The
-Ray cluster is two local nodes of 1 CPU each (tests/e2e/harness.py); MLflow is a local
-`mlflow server`; the DVC remote is a local folder. Each task gets a fresh cluster, server, remote and repository.
+unchanged, on a 2-core machine; image (issue #22): `ml train` in <= 10 min on 2 cores. The Ray
+cluster is two local nodes of 1 CPU each (tests/e2e/harness.py); MLflow is a local `mlflow
+server`; the DVC remote is a local folder. Each task gets a fresh cluster, server, remote and
+repository.
 """
 
 from __future__ import annotations
