@@ -40,9 +40,14 @@ def repo(tmp_path: Path) -> Path:
     return copy_models_project(tmp_path / "repo")
 
 
+def raw_dir(repo: Path, name: str) -> Path:
+    """Where `ml --model NAME data ingest` (or the default model's) writes: data/NAME/raw."""
+    params = repo / load_models(repo).get(name).params
+    return repo / load_settings(params, environ={}, model=name).data.raw_dir
+
+
 def manifest(repo: Path, name: str) -> dict:
-    settings = load_settings(repo / load_models(repo).get(name).params, environ={})
-    return json.loads((repo / settings.data.raw_dir / "manifest.json").read_text())
+    return json.loads((raw_dir(repo, name) / "manifest.json").read_text())
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -54,7 +59,7 @@ def test_the_root_gives_each_model_its_own_subfolder(repo, shared_data, name):
     declared = load_settings(repo / load_models(repo).get(name).params, environ={}).data.sha256
     assert declared and {f["name"]: f["sha256"] for f in ingested["files"]} == declared
     for entry in ingested["files"]:
-        assert (repo / "data/raw" / entry["name"]).stat().st_size == entry["bytes"]
+        assert (raw_dir(repo, name) / entry["name"]).stat().st_size == entry["bytes"]
 
 
 def test_every_declared_model_names_a_subfolder_of_the_shared_data():
@@ -90,7 +95,8 @@ def test_a_missing_subfolder_names_the_path_and_the_fix(repo, tmp_path):
         and "data.mirror_subdir=fashion-mnist" in result.stderr
     )
     assert "ML_DATA_MIRROR" in result.stderr and "Traceback" not in result.stderr
-    assert not (repo / "data/raw").exists() or not any((repo / "data/raw").iterdir())
+    raw = raw_dir(repo, "fashion-mnist")
+    assert not raw.exists() or not any(raw.iterdir())
 
 
 def test_a_tampered_copy_under_the_root_fails_its_checksum(repo, shared_data, tmp_path):
@@ -101,7 +107,7 @@ def test_a_tampered_copy_under_the_root_fails_its_checksum(repo, shared_data, tm
     result = ml(repo, "data", "ingest", **{ROOT_ENV: str(root)})
     assert result.returncode != 0
     assert "checksum mismatch for holdout.csv" in result.stderr
-    assert not (repo / "data/raw/dataset.csv").exists()  # nothing replaced data/raw
+    assert not (raw_dir(repo, "madewithml") / "dataset.csv").exists()  # nothing was replaced
 
 
 def test_a_params_file_without_a_subfolder_reads_its_source(tmp_path):
