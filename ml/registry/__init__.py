@@ -37,6 +37,7 @@ from ml.errors import UserError
 from ml.io import sha256_file, write_json
 from ml.registry.card import CARD_TAG, gate_inputs, log_card, logged_inputs, register_inputs
 from ml.registry.history import CHAMPION_MOVES, append_champion_log
+from ml.registry.listing import show as show  # `from ml.registry import show` keeps working
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -422,47 +423,3 @@ def rollback(settings: Settings, reason: str) -> AliasMove:
         registry, name, str(current.version), "rolled_back", CHAMPION, reason, to_version=previous
     )
     return AliasMove(name, previous, str(current.version))
-
-
-def show(settings: Settings, limit: int = 20) -> dict[str, Any]:
-    """The registered model: aliases, newest versions with their key tags, and the alias history."""
-    from mlflow.exceptions import MlflowException
-
-    registry = client(settings)
-    name = settings.mlflow.registered_model
-    try:
-        model = registry.get_registered_model(name)
-    except MlflowException as exc:
-        raise RegistryError(
-            f"no registered model {name!r} yet; run `ml registry register`"
-        ) from exc
-    versions = sorted(
-        registry.search_model_versions(f"name = '{name}'"), key=lambda v: -int(v.version)
-    )
-    rows, history = [], []
-    for v in versions:
-        tags = v.tags or {}
-        history += [json.loads(val) for key, val in tags.items() if key.startswith(AUDIT_PREFIX)]
-        rows.append(
-            {
-                "version": str(v.version),
-                "aliases": list(v.aliases or []),
-                "created": datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(
-                    timespec="seconds"
-                ),
-                "run_id": v.run_id,
-                "gate": tags.get(GATE_STATUS_TAG, ""),
-                "f1_weighted": tags.get("metric.f1_weighted", ""),
-                "git_sha": tags.get("git_sha", "")[:12],
-                "branch": tags.get("git_branch", ""),
-                "pr": tags.get("pr_number", ""),
-            }
-        )
-    history.sort(key=lambda e: (e.get("when", ""), e.get("action") != "demote"), reverse=True)
-    return {
-        "name": name,
-        "tracking_uri": _redact(tracking_uri(settings)),
-        "aliases": {alias: str(version) for alias, version in (model.aliases or {}).items()},
-        "versions": rows[:limit],
-        "history": history[:limit],
-    }
