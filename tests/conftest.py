@@ -135,18 +135,37 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_ml(
-    args: Sequence[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+def run_tool(
+    tool: str,
+    args: Sequence[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the installed `ml` console script as a user would."""
+    """Run a console script of the venv (ml, dvc, ...) as a user would, output captured."""
     return subprocess.run(
-        [str(BIN_DIR / "ml"), *args],
+        [str(BIN_DIR / tool), *args],
         cwd=cwd,
         env=env or cli_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def run_checked(tool: str, args: Sequence[str], cwd: Path, env: dict[str, str], timeout: float):
+    """`run_tool` that fails the test with the command and its output's tail; the output."""
+    result = run_tool(tool, args, cwd, env, timeout)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{tool} {' '.join(args)}:\n{output[-6000:]}"
+    return output
+
+
+def run_ml(
+    args: Sequence[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed `ml` console script as a user would."""
+    return run_tool("ml", args, cwd, env, timeout)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import BIN_DIR, REPO_ROOT, cli_env, run_ml
+from tests.conftest import BIN_DIR, REPO_ROOT, cli_env, run_checked, run_ml
 from tests.image_project import image_params
 from tests.models_project import copy_models_project, ml
 from tests.serve.conftest import free_port
@@ -81,17 +81,7 @@ def fourth(project: Path, shared_data: Path) -> tuple[Path, dict[str, str]]:
 
 
 def run(project: Path, env: dict[str, str], *command: str) -> str:
-    result = subprocess.run(
-        [str(BIN_DIR / command[0]), *command[1:]],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{' '.join(command)}:\n{output[-6000:]}"
-    return output
+    return run_checked(command[0], command[1:], project, env, timeout=1800)
 
 
 def read_json(project: Path, path: str) -> dict:

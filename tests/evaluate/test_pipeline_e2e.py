@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import BIN_DIR, REPO_ROOT, cli_env
+from tests.conftest import REPO_ROOT, cli_env, run_checked
 from tests.image_project import image_params
 
 pytestmark = pytest.mark.slow
@@ -38,17 +38,7 @@ PARAMS = {
 
 
 def dvc(project: Path, *args: str, env: dict[str, str]) -> str:
-    result = subprocess.run(
-        [str(BIN_DIR / "dvc"), *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=2400,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"dvc {' '.join(args)}:\n{output[-6000:]}"
-    return output
+    return run_checked("dvc", args, project, env, timeout=2400)
 
 
 def ran(output: str) -> set[str]:
